@@ -1,0 +1,1 @@
+"""Packaged presets and experiment files (the repository folder ``configs/``)."""

@@ -1,0 +1,78 @@
+"""The ``cora-kit`` command line (Typer + rich), thin over the Python API.
+
+Command groups live in ``cora_kit/commands/<name>.py``; each defines
+``register(app: typer.Typer) -> None`` and is listed in ``COMMAND_MODULES``.
+Every ``CoraKitError`` becomes a one-line message on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from cora_kit.errors import CoraKitError
+
+COMMAND_MODULES: tuple[str, ...] = ("plugins", "config")
+
+app = typer.Typer(
+    name="cora-kit",
+    help="Build, train, compare and run CORA-family 360-degree panorama VLMs from plugins.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from cora_kit import __version__
+
+        typer.echo(f"cora-kit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """cora-kit: plugin-registry toolkit for 360-degree panorama VLMs."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"cora_kit.commands.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors -> one line on stderr, exit 2."""
+    try:
+        app(args=argv, prog_name="cora-kit", standalone_mode=False)
+    except CoraKitError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    except SystemExit as exc:  # typer.Exit inside commands
+        return int(exc.code or 0)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return 2
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Exceptions. Every ``CoraKitError`` is a user error: the CLI prints its message on
+one line and exits with code 2, without a traceback."""
+
+from __future__ import annotations
+
+
+class CoraKitError(Exception):
+    """Base class of errors caused by user input (names, files, values)."""
+
+
+class UnknownPluginError(CoraKitError, LookupError):
+    """No plugin of that kind has that name."""
+
+
+class PluginConflictError(CoraKitError):
+    """Two distributions registered one name; ``dist:name`` selects one."""
+
+
+class PluginLoadError(CoraKitError):
+    """A plugin distribution failed to import or to register."""
+
+
+class PluginParamsError(CoraKitError, ValueError):
+    """Parameters given to a plugin do not validate against its params model."""
+
+
+class ConfigError(CoraKitError, ValueError):
+    """A configuration file or override is invalid."""
+
+
+class DataError(CoraKitError, ValueError):
+    """A data file or row is invalid (the message names file, row and reason)."""
+
+
+class BackendUnavailableError(CoraKitError, RuntimeError):
+    """A requested compute backend (e.g. mamba-ssm CUDA) cannot run here."""
+
+
+class MissingWeightsError(CoraKitError, FileNotFoundError):
+    """Pretrained weights are not on disk; the message says where we looked."""
+
+
+class CheckpointError(CoraKitError, RuntimeError):
+    """A checkpoint is missing, truncated or does not match the model."""

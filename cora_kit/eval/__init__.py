@@ -1,0 +1,1 @@
+"""Evaluation: Stage-1 diagnostics and caption scoring."""

@@ -1,0 +1,1 @@
+"""Model building blocks owned by the core: overlap head, panorama projector, PE, fusion."""

@@ -1,0 +1,1 @@
+"""The three-stage training engine."""

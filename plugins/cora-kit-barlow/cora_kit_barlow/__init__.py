@@ -1,0 +1,1 @@
+"""cora-kit-barlow: an example third-party cora-kit plugin distribution."""
