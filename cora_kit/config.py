@@ -1,0 +1,384 @@
+"""Pipeline + training configuration: pydantic schema, presets, YAML, overrides.
+
+Precedence: schema defaults (the seed design, i.e. the paper) < preset YAML
+(``configs/<preset>.yaml``) < ``--config file.yaml`` < CLI overrides (``key.path=value``).
+Unknown keys and bad values are ``ConfigError``s naming the key, and the file and line
+that set it where there is one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cora_kit.errors import ConfigError
+
+DEFAULT_PRESET = "tiny"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PluginChoice(_Strict):
+    """A plugin by name plus its parameters (validated by the plugin's params model)."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class EncoderConfig(PluginChoice):
+    name: str = "siglip2"
+    #: local path or hub id for ``from_pretrained``; None builds from ``arch`` (random init)
+    pretrained: str | None = "google/siglip2-so400m-patch16-256"
+    #: architecture overrides for random-init construction (tiny preset, tests)
+    arch: dict[str, Any] = Field(default_factory=dict)
+    #: seed: only the last 2 blocks train in Stage 1
+    num_trainable_blocks: int = Field(2, ge=0)
+
+
+class LoraConfig(_Strict):
+    r: int = Field(32, ge=1)
+    alpha: int = Field(64, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+class LLMConfig(PluginChoice):
+    name: str = "qwen3"
+    pretrained: str | None = "Qwen/Qwen3-0.6B"
+    arch: dict[str, Any] = Field(default_factory=dict)
+    #: tokenizer path/id; None: the one that comes with ``pretrained`` (or the packaged tiny one)
+    tokenizer: str | None = None
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    max_text_tokens: int = Field(64, ge=8)
+    trust_remote_code: bool = False
+
+
+class OverlapHeadConfig(_Strict):
+    """The seed's VICReg projector: Linear, LN, GELU, Dropout, Linear."""
+
+    hidden_dim: int | None = None  # None: the latent dim
+    out_dim: int | None = None  # None: the latent dim
+    dropout: float | None = None  # None: what the loss asks for (0.0 VICReg, 0.1 contrastive)
+
+
+class ProjectorConfig(_Strict):
+    """PanoramaProjector: PE + Linear(latent -> LM) + stitcher."""
+
+    pe: Literal["seed-yaw", "spherical", "none"] = "seed-yaw"
+
+
+class ModelConfig(_Strict):
+    latent_dim: int = Field(1024, ge=1)
+    tiler: PluginChoice = Field(default_factory=lambda: PluginChoice(name="e2p"))
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    resampler: PluginChoice = Field(default_factory=lambda: PluginChoice(name="bimamba"))
+    loss: PluginChoice = Field(default_factory=lambda: PluginChoice(name="vicreg"))
+    correspondence_mode: Literal["geometric", "seed-strip"] = "geometric"
+    stitcher: PluginChoice = Field(default_factory=lambda: PluginChoice(name="stride-views"))
+    overlap_head: OverlapHeadConfig = Field(default_factory=OverlapHeadConfig)
+    projector: ProjectorConfig = Field(default_factory=ProjectorConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+
+
+class StageConfig(_Strict):
+    enabled: bool = True
+    epochs: float = Field(1.0, gt=0)
+    #: stop after this many optimizer steps (None: the epochs decide)
+    max_steps: int | None = Field(None, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    grad_clip: float | None = 1.0
+    #: weight of the overlap loss added to the LM loss (seed Stage 2: 0.1)
+    overlap_weight: float = Field(0.0, ge=0)
+    #: resampler lr = lr * this (seed Stage 2: "low lr")
+    resampler_lr_scale: float = Field(1.0, gt=0)
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(200, ge=1)
+
+
+def _stage1() -> StageConfig:
+    return StageConfig(lr=1e-4, batch_size=8)
+
+
+def _stage2() -> StageConfig:
+    return StageConfig(lr=1e-4, grad_accum=8, overlap_weight=0.1, resampler_lr_scale=0.1, batch_size=4)
+
+
+def _stage3() -> StageConfig:
+    return StageConfig(lr=2e-6, batch_size=4)
+
+
+class StagesConfig(_Strict):
+    stage1: StageConfig = Field(default_factory=_stage1)
+    stage2: StageConfig = Field(default_factory=_stage2)
+    stage3: StageConfig = Field(default_factory=_stage3)
+
+
+class SynthConfig(_Strict):
+    n_train: int = Field(2000, ge=1)
+    n_val: int = Field(200, ge=1)
+    n_test: int = Field(200, ge=1)
+    height: int = Field(512, ge=16)
+    width: int = Field(1024, ge=32)
+    seed: int = 0
+
+
+class DataConfig(_Strict):
+    #: dataset folder or CSV; None: the synthetic set (generated or reused under ``synth_dir``)
+    path: str | None = None
+    image_root: str | None = None
+    synth_dir: str = "data/synth"
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    num_workers: int = Field(0, ge=0)
+    on_bad_row: Literal["error", "skip"] = "error"
+
+
+class EvalConfig(_Strict):
+    metrics: list[str] = Field(default_factory=lambda: ["bleu4", "meteor", "rouge_l", "cider", "spice"])
+    max_new_tokens: int = Field(32, ge=1)
+    num_beams: int = Field(1, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+
+class CoraConfig(_Strict):
+    """The whole run: model, data, three stages, evaluation."""
+
+    preset: str = DEFAULT_PRESET
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    stages: StagesConfig = Field(default_factory=StagesConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+# --- YAML with line numbers ---------------------------------------------------
+
+Source = tuple[str, int | None]  # (file or "CLI", line)
+
+
+def _compose_lines(text: str, path: str) -> tuple[Any, dict[tuple[str, ...], int]]:
+    """Parse YAML and record the line (1-based) of every mapping key path."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(n: Any, prefix: tuple[str, ...]) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for key_node, value_node in n.value:
+                key = (*prefix, str(key_node.value))
+                lines[key] = key_node.start_mark.line + 1
+                walk(value_node, key)
+
+    if node is not None:
+        walk(node, ())
+    data = yaml.safe_load(text)
+    return data, lines
+
+
+def load_yaml(path: str | Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """Read a config YAML file -> (mapping, key path -> line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data, lines = _compose_lines(path.read_text(encoding="utf-8"), str(path))
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+    return data, lines
+
+
+def preset_path(name: str) -> Path:
+    """The packaged YAML of preset ``name``."""
+    files = resources.files("cora_kit.configs")
+    candidate = files / f"{name}.yaml"
+    if not candidate.is_file():
+        known = available_presets()
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown preset '{name}'{hint} Presets: {', '.join(known)}")
+    return Path(str(candidate))
+
+
+def available_presets() -> list[str]:
+    files = resources.files("cora_kit.configs")
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"stages.stage2.lr=3e-4"`` -> (["stages", "stage2", "lr"], 3e-4). Values are YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def _merge(
+    base: dict[str, Any],
+    update: Mapping[str, Any],
+    sources: dict[tuple[str, ...], Source],
+    source_file: str,
+    lines: Mapping[tuple[str, ...], int],
+    prefix: tuple[str, ...] = (),
+) -> None:
+    if "name" in update and "options" in base and "options" not in update:
+        if update["name"] != base.get("name"):
+            base["options"] = {}  # another plugin: the old plugin's options do not apply
+    for key, value in update.items():
+        path = (*prefix, str(key))
+        sources[path] = (source_file, lines.get(path))
+        # plugin options replace wholesale only when the plugin name changes
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value, sources, source_file, lines, path)
+        else:
+            base[key] = _copy(value)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _fields_at(path: tuple[str | int, ...]) -> list[str]:
+    """Field names of the schema model reached by ``path`` (for did-you-mean)."""
+    model: Any = CoraConfig
+    for part in path:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def _describe_error(exc: ValidationError, sources: Mapping[tuple[str, ...], Source]) -> str:
+    err = exc.errors()[0]
+    loc = tuple(str(p) for p in err["loc"])
+    key = ".".join(loc)
+    src = None
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in sources:
+            src = sources[loc[:n]]
+            break
+    where = ""
+    if src is not None:
+        file, line = src
+        where = f"{file}" + (f" line {line}" if line else "") + ": "
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(loc[-1], _fields_at(loc[:-1]), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"{where}unknown config key '{key}'{hint}"
+    return f"{where}invalid value for '{key}': {err['msg']} (got {err.get('input')!r})"
+
+
+def resolve_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> CoraConfig:
+    """defaults < preset < config file < ``extra`` (typed CLI flags) < ``overrides``."""
+    merged: dict[str, Any] = CoraConfig().model_dump()
+    sources: dict[tuple[str, ...], Source] = {}
+    file_data: dict[str, Any] = {}
+    file_lines: dict[tuple[str, ...], int] = {}
+    if config_file is not None:
+        file_data, file_lines = load_yaml(config_file)
+    chosen = preset or file_data.get("preset") or DEFAULT_PRESET
+    ppath = preset_path(str(chosen))
+    pdata, plines = load_yaml(ppath)
+    _merge(merged, pdata, sources, f"preset '{chosen}' ({ppath.name})", plines)
+    if file_data:
+        _merge(merged, file_data, sources, str(config_file), file_lines)
+    merged["preset"] = str(chosen)
+    if extra:
+        _merge(merged, extra, sources, "command line", {})
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = merged
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[k] = nxt
+            node = nxt
+        node[keys[-1]] = value
+        sources[tuple(keys)] = ("command line", None)
+    try:
+        return CoraConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe_error(exc, sources)) from None
+
+
+def to_yaml(config: CoraConfig) -> str:
+    """The resolved config as YAML (what is written beside every result)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def validate_plugin_choices(config: CoraConfig) -> None:
+    """Check every plugin name and its options against the registry (early, clear errors)."""
+    from cora_kit.registry import REGISTRY
+
+    m = config.model
+    for kind, choice, key in (
+        ("tiler", m.tiler, "model.tiler"),
+        ("encoder", m.encoder, "model.encoder"),
+        ("resampler", m.resampler, "model.resampler"),
+        ("loss", m.loss, "model.loss"),
+        ("stitcher", m.stitcher, "model.stitcher"),
+        ("llm", m.llm, "model.llm"),
+    ):
+        spec = REGISTRY.lookup(kind, choice.name)
+        try:
+            spec.validate_params(dict(choice.options))
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"{key}.options: {exc}") from None
+
+
+__all__ = [
+    "CoraConfig",
+    "DataConfig",
+    "EncoderConfig",
+    "EvalConfig",
+    "LLMConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "PluginChoice",
+    "StageConfig",
+    "StagesConfig",
+    "available_presets",
+    "load_yaml",
+    "resolve_config",
+    "to_yaml",
+    "validate_plugin_choices",
+]
