@@ -1,0 +1,50 @@
+"""Shared fixtures. Tests register throwaway plugins per test (llm-style)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cora_kit.registry import REGISTRY
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """The real panoramas (Mars, Moon): $CORA_KIT_TEST_DATA or ../shared/data."""
+    env = os.environ.get("CORA_KIT_TEST_DATA")
+    for candidate in ([Path(env)] if env else []) + [REPO_ROOT.parent / "shared" / "data"]:
+        if candidate.is_dir() and any(candidate.glob("*.png")):
+            return candidate
+    return None
+
+
+@pytest.fixture
+def real_panoramas() -> dict[str, Path]:
+    """Paths of the two real ERP photographs; skips with a reason when absent."""
+    root = shared_data_dir()
+    if root is None:
+        pytest.skip("real panoramas not found: set CORA_KIT_TEST_DATA or provide ../shared/data")
+    return {
+        "mars": root / "mars-spirit-husband-hill-erp-2048x1024.png",
+        "moon": root / "moon-apollo17-erp-2048x1024.png",
+    }
+
+
+@pytest.fixture
+def register_plugin() -> Iterator:
+    """``register_plugin(obj, name, distribution=...)``; unregistered after the test."""
+    names: list[str] = []
+
+    def _register(obj: object, name: str, distribution: str | None = None, version: str = "0") -> None:
+        REGISTRY.register_plugin(obj, name=name, distribution=distribution, version=version)
+        names.append(name)
+
+    try:
+        yield _register
+    finally:
+        for name in names:
+            REGISTRY.unregister_plugin(name)

@@ -1,0 +1,97 @@
+"""Config precedence (defaults < preset < file < CLI) and errors naming file, line and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cora_kit.config import CoraConfig, available_presets, resolve_config, to_yaml
+from cora_kit.errors import ConfigError
+
+
+def test_defaults_are_the_seed_design():
+    c = CoraConfig()
+    assert c.model.latent_dim == 1024
+    assert c.model.encoder.pretrained == "google/siglip2-so400m-patch16-256"
+    assert c.model.encoder.num_trainable_blocks == 2
+    assert c.model.llm.pretrained == "Qwen/Qwen3-0.6B"
+    assert (c.model.llm.lora.r, c.model.llm.lora.alpha, c.model.llm.lora.dropout) == (32, 64, 0.1)
+    assert len(c.model.llm.lora.target_modules) == 7
+    assert c.stages.stage2.lr == 1e-4 and c.stages.stage2.grad_accum == 8
+    assert c.stages.stage2.overlap_weight == 0.1
+    assert c.stages.stage3.lr == 2e-6
+    assert c.model.resampler.name == "bimamba"
+
+
+def test_presets_ship_and_paper_equals_seed():
+    assert {"tiny", "paper"} <= set(available_presets())
+    paper = resolve_config("paper")
+    seed = CoraConfig(preset="paper")
+    assert paper.model == seed.model
+    assert paper.stages == seed.stages
+    assert resolve_config().preset == "tiny"
+
+
+def test_precedence(tmp_path: Path):
+    f = tmp_path / "exp.yaml"
+    f.write_text("seed: 5\nstages:\n  stage2:\n    lr: 0.5\n    grad_accum: 2\n")
+    c = resolve_config("paper", f, ["stages.stage2.lr=0.25"])
+    assert c.seed == 5  # file over defaults
+    assert c.stages.stage2.grad_accum == 2  # file over preset
+    assert c.stages.stage2.lr == 0.25  # CLI over file
+    assert c.stages.stage3.lr == 2e-6  # untouched default
+
+
+def test_preset_named_in_file_is_used(tmp_path: Path):
+    f = tmp_path / "exp.yaml"
+    f.write_text("preset: paper\n")
+    assert resolve_config(None, f).model.latent_dim == 1024
+    assert resolve_config("tiny", f).preset == "tiny"  # CLI preset wins
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path: Path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("seed: 1\nstages:\n  stage2:\n    lrr: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        resolve_config(None, f)
+    msg = str(err.value)
+    assert str(f) in msg and "line 4" in msg and "stages.stage2.lrr" in msg
+    assert "did you mean 'lr'" in msg
+
+
+def test_bad_value_names_key(tmp_path: Path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("model:\n  latent_dim: wide\n")
+    with pytest.raises(ConfigError, match=r"line 2.*model.latent_dim"):
+        resolve_config(None, f)
+    with pytest.raises(ConfigError, match="command line.*stages.stage1.lr"):
+        resolve_config(overrides=["stages.stage1.lr=-1"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_config(None, tmp_path / "nope.yaml")
+    f = tmp_path / "broken.yaml"
+    f.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml.*invalid YAML"):
+        resolve_config(None, f)
+
+
+def test_unknown_preset_suggests():
+    with pytest.raises(ConfigError, match="did you mean 'paper'"):
+        resolve_config("papr")
+
+
+def test_changing_plugin_drops_previous_options(tmp_path: Path):
+    f = tmp_path / "a.yaml"
+    f.write_text("model:\n  resampler:\n    name: bimamba\n    options: {d_state: 8}\n")
+    c = resolve_config(None, f, extra={"model": {"resampler": {"name": "mlp"}}})
+    assert c.model.resampler.name == "mlp" and c.model.resampler.options == {}
+
+
+def test_yaml_round_trip(tmp_path: Path):
+    c = resolve_config("paper", overrides=["seed=9"])
+    f = tmp_path / "resolved.yaml"
+    f.write_text(to_yaml(c))
+    assert resolve_config(None, f) == c
