@@ -1,7 +1,8 @@
 """Barlow Twins overlap loss (Zbontar et al., 2021) on exact overlap correspondences.
 
 For matched features ``z1, z2`` ``[M, D]`` (patch of view a, its partner in view b),
-standardised over the M matches, the cross-correlation ``C = z1^T z2 / M`` ``[D, D]``;
+standardised over the M matches (``(z - mean) / sqrt(var + eps)``, biased variance, as
+batch norm does), the cross-correlation ``C = z1^T z2 / M`` ``[D, D]``;
 loss = sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2.
 """
 
@@ -24,14 +25,17 @@ def barlow_twins_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``z1, z2`` ``[M, D]`` -> (loss scalar, cross-correlation diagonal ``[D]``).
 
-    Computed in float32; finite for constant inputs (eps in the std).
+    Computed in float32 (or wider); finite for constant inputs (eps in the std).
     """
     if z1.shape != z2.shape or z1.dim() != 2:
         raise ValueError(f"barlow expects two [M, D] tensors; got {list(z1.shape)} and {list(z2.shape)}")
-    z1, z2 = z1.float(), z2.float()
+    dtype = torch.promote_types(z1.dtype, torch.float32)  # float32 accumulation under bf16
+    z1, z2 = z1.to(dtype), z2.to(dtype)
     m = z1.shape[0]
-    z1 = (z1 - z1.mean(0)) / (z1.std(0, unbiased=False) + eps)
-    z2 = (z2 - z2.mean(0)) / (z2.std(0, unbiased=False) + eps)
+    if m < 2:
+        raise ValueError(f"barlow needs at least 2 matches; got {m}")
+    z1 = (z1 - z1.mean(0)) / torch.sqrt(z1.var(0, unbiased=False) + eps)
+    z2 = (z2 - z2.mean(0)) / torch.sqrt(z2.var(0, unbiased=False) + eps)
     c = z1.T @ z2 / m
     diag = torch.diagonal(c)
     on = (1 - diag).pow(2).sum()
