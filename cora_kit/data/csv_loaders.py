@@ -1,0 +1,365 @@
+"""Loaders for the real formats: QuIC-360 CSV, the CORA paper's CSV, Stage-1 image lists.
+
+| format  | columns                          | one row is                        |
+|---------|----------------------------------|-----------------------------------|
+| quic360 | ``url, query, annotation``       | one reference of (image, query)   |
+| cora    | ``url, instruction, response``   | one reference of (image, query)   |
+| stage1  | ``url``                          | one panorama (images only)        |
+
+``url`` is an http(s) URL or a local path. URLs are never fetched: they map to
+``image_root / <file name of the URL>``. A relative local path is resolved against
+``image_root`` (then ``image_root / <file name>``) when given, else against the CSV's
+folder. References are grouped per (image, query): every annotation of the same pair is
+one reference set of one prediction.
+
+Bad rows (empty query or answer, missing/unreadable image, image not 2:1, duplicate or
+malformed row) raise ``DataError("<file>: row <n>: <reason>")`` with ``on_bad_row="error"``
+(rows are numbered as lines of the file, the header is row 1); with ``"skip"`` they are
+dropped and counted per reason in ``skipped``. A missing column is always an error.
+Loading only reads files.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from PIL import Image, UnidentifiedImageError
+
+from cora_kit.errors import DataError
+
+FORMATS: dict[str, tuple[str, str, str]] = {
+    "quic360": ("url", "query", "annotation"),
+    "cora": ("url", "instruction", "response"),
+}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+SPLIT_FILES: dict[str, tuple[str, ...]] = {
+    "train": ("train.csv",),
+    "val": ("val.csv", "valid.csv", "validation.csv"),
+    "test": ("test.csv",),
+}
+ASPECT_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One (image, query) with all its references, in file order (``answer`` is the first)."""
+
+    id: str
+    image_path: str
+    url: str
+    query: str
+    references: tuple[str, ...]
+    rows: tuple[int, ...]
+
+    @property
+    def answer(self) -> str:
+        return self.references[0]
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One panorama for Stage 1."""
+
+    id: str
+    image_path: str
+
+
+@dataclass
+class LoadReport:
+    """What a load produced: ``items`` (``Sample`` or ``ImageItem``), the number of good
+    rows read, and what was skipped (reason -> count, plus the messages)."""
+
+    source: str
+    format: str
+    items: list = field(default_factory=list)
+    num_rows: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return self.items[index]
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def summary(self) -> str:
+        """One line: counts, and what was skipped and why."""
+        text = f"{self.source}: {len(self.items)} items from {self.num_rows} rows ({self.format})"
+        if self.skipped:
+            parts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
+            text += f"; skipped {sum(self.skipped.values())} rows: {parts}"
+        return text
+
+
+class _BadRow(Exception):
+    def __init__(self, category: str, reason: str) -> None:
+        super().__init__(reason)
+        self.category = category
+        self.reason = reason
+
+
+class _Policy:
+    """Applies ``on_bad_row`` and records skips in a report."""
+
+    def __init__(self, on_bad_row: str, report: LoadReport) -> None:
+        if on_bad_row not in ("error", "skip"):
+            raise DataError(f"on_bad_row must be 'error' or 'skip'; got '{on_bad_row}'")
+        self.mode, self.report = on_bad_row, report
+
+    def bad(self, where: str, err: _BadRow) -> None:
+        message = f"{where}: {err.reason}"
+        if self.mode == "error":
+            raise DataError(message)
+        self.report.skipped[err.category] += 1
+        self.report.problems.append(message)
+
+
+def is_url(text: str) -> bool:
+    return urlparse(text).scheme in ("http", "https", "ftp", "s3", "gs")
+
+
+def resolve_image(url: str, csv_dir: Path, image_root: Path | None) -> Path:
+    """Local path of ``url`` (see the module docstring); raises ``_BadRow`` if missing."""
+    if is_url(url):
+        name = Path(unquote(urlparse(url).path)).name
+        if image_root is None:
+            raise _BadRow("missing image", f"image is a URL ({url}); URLs are not fetched: "
+                          f"pass an image root holding a local copy named '{name}'")
+        candidates = [image_root / name]
+    else:
+        p = Path(url).expanduser()
+        if p.is_absolute():
+            candidates = [p]
+        elif image_root is not None:
+            candidates = [image_root / p, image_root / p.name]
+        else:
+            candidates = [csv_dir / p]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise _BadRow("missing image", "image not found: " + " or ".join(str(c) for c in dict.fromkeys(candidates)))
+
+
+def check_image(path: Path) -> None:
+    """Reads the image header: ``_BadRow`` if unreadable or not 2:1 (equirectangular)."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise _BadRow("unreadable image", f"unreadable image {path}: {exc}") from None
+    if h <= 0 or abs(w / h - 2.0) > 2.0 * ASPECT_TOLERANCE:
+        raise _BadRow("image not 2:1", f"image {path} is {w}x{h}, not 2:1 (equirectangular)")
+
+
+class _ImageChecker:
+    """Resolves and checks each distinct url once per load."""
+
+    def __init__(self, csv_dir: Path, image_root: Path | None, check: bool) -> None:
+        self.csv_dir, self.image_root, self.check = csv_dir, image_root, check
+        self.cache: dict[str, Path | _BadRow] = {}
+
+    def __call__(self, url: str) -> Path:
+        if url not in self.cache:
+            try:
+                path = resolve_image(url, self.csv_dir, self.image_root)
+                if self.check:
+                    check_image(path)
+                self.cache[url] = path
+            except _BadRow as err:
+                self.cache[url] = err
+        got = self.cache[url]
+        if isinstance(got, _BadRow):
+            raise got
+        return got
+
+
+def _open_csv(path: Path):
+    """The CSV opened for ``csv.reader`` (DataError naming the file if unreadable)."""
+    try:
+        f = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return f
+
+
+def _header(path: Path, reader, candidates: dict[str, tuple[str, ...]]) -> tuple[str, list[str], dict[str, int]]:
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration:
+        raise DataError(f"{path}: row 1: empty file, expected a header") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: row 1: not a readable CSV ({exc})") from None
+    for fmt, cols in candidates.items():
+        if all(c in header for c in cols):
+            return fmt, list(cols), {c: header.index(c) for c in cols}
+    best = max(candidates.values(), key=lambda cols: sum(c in header for c in cols))
+    missing = [c for c in best if c not in header]
+    expected = " or ".join("(" + ", ".join(c) + ")" for c in candidates.values())
+    raise DataError(
+        f"{path}: row 1: missing column {', '.join(repr(m) for m in missing)}; "
+        f"found columns ({', '.join(header)}), expected {expected}"
+    )
+
+
+def _rows(path: Path, reader, width: int):
+    """``(row_number, fields)`` for every record; malformed rows yield a ``_BadRow``."""
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except (csv.Error, UnicodeDecodeError) as exc:
+            yield reader.line_num, _BadRow("malformed row", f"not a valid CSV row ({exc})")
+            continue
+        if not fields or all(not f.strip() for f in fields):
+            continue  # blank line
+        if len(fields) < width:
+            yield reader.line_num, _BadRow("malformed row", f"has {len(fields)} fields, header has {width}")
+            continue
+        yield reader.line_num, fields
+
+
+def find_split_file(path_or_dir: str | Path, split: str, prefix: str = "") -> Path:
+    """The CSV of ``split`` in a folder (``train.csv``, ``val.csv``/``valid.csv``, ...)."""
+    p = Path(path_or_dir)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise DataError(f"{p}: no such file or folder")
+    if split not in SPLIT_FILES:
+        raise DataError(f"unknown split '{split}'; splits: {', '.join(SPLIT_FILES)}")
+    names = [prefix + n for n in SPLIT_FILES[split]]
+    for name in names:
+        if (p / name).is_file():
+            return p / name
+    raise DataError(f"{p}: no {' or '.join(names)} for split '{split}'")
+
+
+def load_split(
+    path_or_dir: str | Path,
+    split: str = "train",
+    image_root: str | Path | None = None,
+    on_bad_row: str = "error",
+    check_images: bool = True,
+) -> LoadReport:
+    """(image, query) samples of a QuIC-360 or CORA CSV, references grouped per pair.
+
+    ``path_or_dir`` is the CSV, or a folder holding ``<split>.csv`` (e.g. a synthetic
+    set). ``check_images`` reads each image's header (missing / unreadable / not 2:1).
+    """
+    path = find_split_file(path_or_dir, split)
+    report = LoadReport(source=str(path), format="?")
+    policy = _Policy(on_bad_row, report)
+    images = _ImageChecker(path.parent, Path(image_root) if image_root else None, check_images)
+    groups: dict[tuple[str, str], dict] = {}
+    seen: dict[tuple[str, str, str], int] = {}
+    with _open_csv(path) as f:
+        reader = csv.reader(f)
+        report.format, cols, index = _header(path, reader, FORMATS)
+        url_c, query_c, answer_c = cols
+        for row, fields in _rows(path, reader, max(index.values()) + 1):
+            where = f"{path}: row {row}"
+            try:
+                if isinstance(fields, _BadRow):
+                    raise fields
+                url, query, answer = (fields[index[c]].strip() for c in cols)
+                if not url:
+                    raise _BadRow("empty url", f"empty '{url_c}'")
+                if not query:
+                    raise _BadRow(f"empty {query_c}", f"empty '{query_c}'")
+                if not answer:
+                    raise _BadRow(f"empty {answer_c}", f"empty '{answer_c}'")
+                key = (url, query, answer)
+                if key in seen:
+                    raise _BadRow("duplicate row", f"duplicate of row {seen[key]}")
+                image = images(url)
+            except _BadRow as err:
+                policy.bad(where, err)
+                continue
+            seen[key] = row
+            report.num_rows += 1
+            g = groups.setdefault((str(image), query), {"url": url, "refs": [], "rows": []})
+            g["refs"].append(answer)
+            g["rows"].append(row)
+    per_image: Counter = Counter()
+    for (image, query), g in groups.items():
+        k = per_image[image]
+        per_image[image] += 1
+        report.items.append(
+            Sample(
+                id=f"{Path(image).stem}#{k}",
+                image_path=image,
+                url=g["url"],
+                query=query,
+                references=tuple(g["refs"]),
+                rows=tuple(g["rows"]),
+            )
+        )
+    return report
+
+
+def load_images(
+    path_or_dir: str | Path,
+    split: str = "train",
+    image_root: str | Path | None = None,
+    on_bad_row: str = "error",
+) -> LoadReport:
+    """Stage-1 panoramas (``ImageItem``) from a folder of images, a Stage-1 CSV (``url``),
+    a captioning CSV (its distinct images), or a folder holding ``stage1_<split>.csv``."""
+    p = Path(path_or_dir)
+    if p.is_dir():
+        names = [f"stage1_{n}" for n in SPLIT_FILES.get(split, ())] + list(SPLIT_FILES.get(split, ()))
+        path = next((p / n for n in names if (p / n).is_file()), None)
+        if path is None:
+            return _load_image_folder(p, on_bad_row)
+    elif p.is_file():
+        path = p
+    else:
+        raise DataError(f"{p}: no such file or folder")
+    report = LoadReport(source=str(path), format="?")
+    policy = _Policy(on_bad_row, report)
+    images = _ImageChecker(path.parent, Path(image_root) if image_root else None, True)
+    seen: set[str] = set()
+    with _open_csv(path) as f:
+        reader = csv.reader(f)
+        report.format, _cols, index = _header(path, reader, {"stage1": ("url",)})
+        for row, fields in _rows(path, reader, index["url"] + 1):
+            try:
+                if isinstance(fields, _BadRow):
+                    raise fields
+                url = fields[index["url"]].strip()
+                if not url:
+                    raise _BadRow("empty url", "empty 'url'")
+                image = str(images(url))
+            except _BadRow as err:
+                policy.bad(f"{path}: row {row}", err)
+                continue
+            report.num_rows += 1
+            if image not in seen:  # captioning CSVs list an image once per reference
+                seen.add(image)
+                report.items.append(ImageItem(id=Path(image).stem, image_path=image))
+    return report
+
+
+def _load_image_folder(folder: Path, on_bad_row: str) -> LoadReport:
+    report = LoadReport(source=str(folder), format="folder")
+    policy = _Policy(on_bad_row, report)
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+    if not files:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) and no Stage-1 CSV")
+    for f in files:
+        try:
+            check_image(f)
+        except _BadRow as err:
+            policy.bad(str(f), err)
+            continue
+        report.num_rows += 1
+        report.items.append(ImageItem(id=f.stem, image_path=str(f)))
+    return report
