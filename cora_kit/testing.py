@@ -425,8 +425,14 @@ _LOSS_SHIFT = 2
 
 
 def _loss_inputs(identical: bool = False, fill: float | None = None, dtype: torch.dtype = torch.float32) -> tuple[tuple[torch.Tensor, Correspondences], None]:
-    """features ``[2,3,16,32]`` + hand-made correspondences of 3 views on a 4x4 grid."""
-    corr = strip_correspondences(3, _LOSS_GRID, _LOSS_SHIFT)
+    """features ``[2,3,16,32]`` of 3 views on a 4x4 grid + geometric correspondences
+    (hand-made integer strips for ``identical``, where the features agree on every pair)."""
+    if identical:
+        corr = strip_correspondences(3, _LOSS_GRID, _LOSS_SHIFT)
+    else:  # the real geometry: 3 tiles 45 deg apart, FOV 90
+        from cora_kit.geometry import overlap_correspondences
+
+        corr = overlap_correspondences(tile_layout(3, with_global=False), _LOSS_GRID)
     if fill is not None:
         feats = torch.full((2, 3, 16, 32), fill)
     elif identical:
