@@ -1,10 +1,83 @@
-"""Built-in metrics (registered through the `cora_kit` entry point `metrics`)."""
+"""Built-in metrics (registered through the `cora_kit` entry point `metrics`).
+
+COCO-standard (pycocoevalcap, PTB-tokenised once for all of them by
+``cora_kit.eval.scoring``): ``bleu4``, ``meteor``, ``rouge-l``, ``cider``, ``spice``;
+plus ``sacrebleu`` and ``meteor-nltk``. Score keys use underscores (``rouge_l``,
+``meteor_nltk``), which are also accepted as names.
+"""
 
 from __future__ import annotations
 
 from cora_kit.hookspecs import RegisterCallback, hookimpl
 
 
+def _java_backend() -> str:
+    from cora_kit_builtins.metrics.java import find_java
+
+    java = find_java()
+    return f"pycocoevalcap + java ({java})" if java else "pycocoevalcap + java (missing)"
+
+
+def _wordnet_backend() -> str:
+    from cora_kit_builtins.metrics.meteor_nltk import wordnet_unavailable_reason
+
+    return "nltk + WordNet" if wordnet_unavailable_reason() is None else "nltk (WordNet missing)"
+
+
 @hookimpl
 def register_metrics(register: RegisterCallback) -> None:
     """Register the built-in metrics."""
+    from cora_kit_builtins.metrics import coco, meteor, meteor_nltk, sacrebleu_metric, spice
+
+    register(
+        "bleu4",
+        coco.Bleu4,
+        aliases=("bleu",),
+        params=coco.CocoParams,
+        backend=_java_backend,
+        description="COCO BLEU-4 (pycocoevalcap, PTB tokens); BLEU-1..3 as details",
+    )
+    register(
+        "meteor",
+        meteor.Meteor,
+        params=coco.CocoParams,
+        backend=_java_backend,
+        description="COCO METEOR 1.5 (java jar, guarded by a timeout)",
+    )
+    register(
+        "rouge-l",
+        coco.RougeL,
+        aliases=("rouge_l", "rougel"),
+        params=coco.CocoParams,
+        backend=_java_backend,
+        description="COCO ROUGE-L (pycocoevalcap, PTB tokens)",
+    )
+    register(
+        "cider",
+        coco.Cider,
+        aliases=("cider-d",),
+        params=coco.CocoParams,
+        backend=_java_backend,
+        description="COCO CIDEr-D (pycocoevalcap, PTB tokens)",
+    )
+    register(
+        "spice",
+        spice.Spice,
+        params=spice.SpiceParams,
+        backend=_java_backend,
+        description="COCO SPICE 1.0 (needs Stanford CoreNLP 3.6.0 jars; never downloads)",
+    )
+    register(
+        "sacrebleu",
+        sacrebleu_metric.SacreBleu,
+        params=sacrebleu_metric.SacreBleuParams,
+        backend="sacrebleu",
+        description="corpus BLEU by sacrebleu (0-1 scale), variable references",
+    )
+    register(
+        "meteor-nltk",
+        meteor_nltk.MeteorNltk,
+        aliases=("meteor_nltk",),
+        backend=_wordnet_backend,
+        description="METEOR by NLTK (needs the WordNet corpus; see 'eval setup-wordnet')",
+    )

@@ -1,0 +1,334 @@
+"""Score caption predictions against grouped references with metric plugins.
+
+Grouped references: every id (one (image, query) pair) maps to ALL its reference
+captions, ``{id: [ref, ...]}``; each prediction is scored against the whole group (the
+CORA paper's code scored each prediction against one reference row).
+
+Metrics that share a tokenisation (the COCO metrics: PTB tokenizer) are tokenised once:
+a metric taking part exposes the optional ``TokenizedMetric`` protocol below. A metric
+that cannot run (``available()`` false, or it raises ``RuntimeError``/``OSError`` while
+scoring, e.g. a java timeout) gets NaN and a reason; it is never dropped or replaced.
+
+File formats (JSON Lines, one object a line, blank lines ignored):
+
+- predictions: ``{"id": ..., "prediction": "..."}``, one row per id; ``""`` is scored.
+- references: ``{"id": ..., "references": ["...", ...]}`` (one row per id) or
+  ``{"id": ..., "reference": "..."}`` (several rows per id, grouped in file order).
+Ids are strings or integers (integers are compared as their decimal string).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from cora_kit.errors import DataError
+
+#: the paper's five metrics (QuIC-360 table), in its column order
+DEFAULT_METRICS: tuple[str, ...] = ("bleu4", "meteor", "rouge_l", "cider", "spice")
+_SHOWN_IDS = 5
+
+
+@runtime_checkable
+class TokenizedMetric(Protocol):
+    """Optional protocol: metrics with equal ``tokenizer_key`` share one tokenisation."""
+
+    tokenizer_key: str
+
+    def tokenize(
+        self, predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]
+    ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """-> (``{id: [tokenised prediction]}``, ``{id: [tokenised refs...]}``)."""
+        ...
+
+    def score_tokenized(
+        self, res: Mapping[str, list[str]], gts: Mapping[str, list[str]]
+    ) -> dict[str, float]: ...
+
+
+# --- validation ---------------------------------------------------------------
+
+
+def _few(ids: Iterable[str]) -> str:
+    ids = sorted(ids)
+    shown = ", ".join(repr(i) for i in ids[:_SHOWN_IDS])
+    return shown + (f" ... ({len(ids)} in all)" if len(ids) > _SHOWN_IDS else "")
+
+
+def check_grouped(
+    predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]
+) -> None:
+    """Raise ``DataError`` unless both map the same ids to str / non-empty list of str."""
+    if not predictions and not references:
+        raise DataError("nothing to score: no predictions and no references")
+    missing = set(predictions) - set(references)
+    unpredicted = set(references) - set(predictions)
+    if missing or unpredicted:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} predicted id(s) have no references: {_few(missing)}")
+        if unpredicted:
+            parts.append(
+                f"{len(unpredicted)} referenced id(s) have no prediction: {_few(unpredicted)}"
+            )
+        raise DataError("; ".join(parts))
+    for key, text in predictions.items():
+        if not isinstance(text, str):
+            raise DataError(f"prediction of id {key!r} must be a string, got {type(text).__name__}")
+    for key, refs in references.items():
+        if isinstance(refs, str) or not isinstance(refs, Sequence) or len(refs) == 0:
+            raise DataError(f"references of id {key!r} must be a non-empty list of strings")
+        if not all(isinstance(r, str) for r in refs):
+            raise DataError(f"references of id {key!r} must all be strings")
+
+
+# --- files --------------------------------------------------------------------
+
+
+def _rows(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            yield lineno, row
+
+
+def _row_id(path: Path, lineno: int, row: Mapping[str, Any]) -> str:
+    if "id" not in row:
+        raise DataError(f"{path}:{lineno}: missing field 'id'")
+    value = row["id"]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(f"{path}:{lineno}: field 'id' must be a string or integer, got {value!r}")
+    return str(value)
+
+
+def read_predictions(path: str | Path) -> dict[str, str]:
+    """``{id: prediction}`` from a predictions JSONL file (errors name file and line)."""
+    path = Path(path)
+    out: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for lineno, row in _rows(path):
+        key = _row_id(path, lineno, row)
+        if "prediction" not in row:
+            raise DataError(f"{path}:{lineno}: missing field 'prediction'")
+        text = row["prediction"]
+        if not isinstance(text, str):
+            raise DataError(
+                f"{path}:{lineno}: field 'prediction' must be a string (use \"\" for an empty"
+                f" caption), got {text!r}"
+            )
+        if key in out:
+            raise DataError(f"{path}:{lineno}: duplicate id {key!r} (first on line {first[key]})")
+        out[key], first[key] = text, lineno
+    if not out:
+        raise DataError(f"{path}: no predictions")
+    return out
+
+
+def read_references(path: str | Path) -> dict[str, list[str]]:
+    """``{id: [reference, ...]}`` from a references JSONL file (both row forms)."""
+    path = Path(path)
+    out: dict[str, list[str]] = {}
+    listed: dict[str, int] = {}  # ids given with "references": line
+    for lineno, row in _rows(path):
+        key = _row_id(path, lineno, row)
+        if "references" in row:
+            refs = row["references"]
+            if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
+                raise DataError(
+                    f"{path}:{lineno}: field 'references' must be a non-empty list of strings"
+                )
+            if key in out:
+                where = listed.get(key)
+                raise DataError(
+                    f"{path}:{lineno}: id {key!r} already has references"
+                    + (f" (line {where})" if where else " from 'reference' rows")
+                )
+            out[key], listed[key] = list(refs), lineno
+        elif "reference" in row:
+            ref = row["reference"]
+            if not isinstance(ref, str):
+                raise DataError(f"{path}:{lineno}: field 'reference' must be a string, got {ref!r}")
+            if key in listed:
+                raise DataError(
+                    f"{path}:{lineno}: id {key!r} already has a 'references' list"
+                    f" (line {listed[key]}); use one form per id"
+                )
+            out.setdefault(key, []).append(ref)
+        else:
+            raise DataError(f"{path}:{lineno}: missing field 'references' (list) or 'reference'")
+    if not out:
+        raise DataError(f"{path}: no references")
+    return out
+
+
+# --- scoring ------------------------------------------------------------------
+
+
+@dataclass
+class ScoreReport:
+    """Result of ``score``: values (NaN where unavailable), reasons and timings."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """metric -> value (NaN as null) plus ``"unavailable"``: metric -> reason."""
+        out: dict[str, Any] = {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in self.values.items()
+        }
+        out["unavailable"] = dict(self.unavailable)
+        return out
+
+
+def metric_key(metric: Any, name: str) -> str:
+    """The headline key of a metric: its ``key`` attribute, else ``name`` with ``_``."""
+    return str(getattr(metric, "key", None) or name.replace("-", "_"))
+
+
+def score(
+    predictions: Mapping[str, str],
+    references: Mapping[str, Sequence[str]],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    *,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    strict: bool = False,
+) -> ScoreReport:
+    """Score ``predictions`` against grouped ``references`` with metric plugins.
+
+    ``params`` maps a metric name to its plugin parameters. ``strict`` re-raises a
+    metric's failure instead of recording NaN + reason. Metrics with a ``start()``
+    method (java processes) are started first and scored on a worker thread, so their
+    JVM start overlaps with tokenisation and the pure-Python metrics.
+    """
+    from cora_kit.registry import REGISTRY
+
+    check_grouped(predictions, references)
+    params = params or {}
+    report = ScoreReport(count=len(predictions))
+    results: dict[str, dict[str, float]] = {}
+    order: list[str] = []
+    built: list[tuple[str, Any]] = []
+    for name in metrics:
+        metric = REGISTRY.create("metric", name, **dict(params.get(name, {})))
+        key = metric_key(metric, name)
+        order.append(key)
+        ok, reason = metric.available()
+        if ok:
+            built.append((key, metric))
+        else:
+            results[key] = {key: math.nan}
+            report.unavailable[key] = reason or "unavailable: no reason given"
+    background = [(k, m) for k, m in built if callable(getattr(m, "start", None))]
+    try:
+        for key, metric in background:
+            _guard(report, results, key, strict, metric.start)
+        tokens = _tokenize_shared(built, predictions, references, report, strict)
+
+        def run(key: str, metric: Any) -> None:
+            if key in results:  # failed to start
+                return
+            t0 = time.perf_counter()
+            if isinstance(metric, TokenizedMetric):
+                tok = tokens[metric.tokenizer_key]
+                if isinstance(tok, str):
+                    _guard(report, results, key, strict, _raise, tok)
+                else:
+                    _guard(report, results, key, strict, metric.score_tokenized, *tok)
+            else:
+                _guard(report, results, key, strict, metric.score, predictions, references)
+            report.seconds[key] = time.perf_counter() - t0
+
+        with ThreadPoolExecutor(max_workers=max(len(background), 1)) as pool:
+            futures = [pool.submit(run, k, m) for k, m in background]
+            for key, metric in built:
+                if (key, metric) not in background:
+                    run(key, metric)
+            for future in futures:
+                future.result()
+    finally:
+        for _, metric in background:
+            close = getattr(metric, "close", None)
+            if callable(close):
+                close()
+    for key in order:
+        for name, value in results.get(key, {}).items():
+            report.values[name] = float(value)
+    return report
+
+
+def _raise(message: str) -> None:
+    raise RuntimeError(message)
+
+
+def _guard(
+    report: ScoreReport,
+    results: dict[str, dict[str, float]],
+    key: str,
+    strict: bool,
+    fn: Any,
+    *args: Any,
+) -> None:
+    """Call ``fn``; a RuntimeError/OSError becomes NaN + "failed: ..." (unless strict)."""
+    try:
+        out = fn(*args)
+    except (RuntimeError, OSError) as exc:
+        if strict:
+            raise
+        results[key] = {key: math.nan}
+        report.unavailable[key] = f"failed: {exc}"
+        return
+    if isinstance(out, dict):
+        results[key] = out
+
+
+def _tokenize_shared(
+    built: Sequence[tuple[str, Any]],
+    predictions: Mapping[str, str],
+    references: Mapping[str, Sequence[str]],
+    report: ScoreReport,
+    strict: bool,
+) -> dict[str, Any]:
+    """One tokenisation per ``tokenizer_key``: key -> (res, gts) or a failure message."""
+    shared: dict[str, Any] = {}
+    for _, metric in built:
+        if not isinstance(metric, TokenizedMetric) or metric.tokenizer_key in shared:
+            continue
+        tk = metric.tokenizer_key
+        t0 = time.perf_counter()
+        try:
+            shared[tk] = metric.tokenize(predictions, references)
+        except (RuntimeError, OSError) as exc:
+            if strict:
+                raise
+            shared[tk] = f"tokenizer failed: {exc}"
+        label = f"tokenize:{tk.split(':')[0]}"
+        report.seconds[label] = report.seconds.get(label, 0.0) + time.perf_counter() - t0
+    return shared
+
+
+def score_files(
+    predictions: str | Path,
+    references: str | Path,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    **kwargs: Any,
+) -> ScoreReport:
+    """``score`` on a predictions and a references JSONL file."""
+    return score(read_predictions(predictions), read_references(references), metrics, **kwargs)
