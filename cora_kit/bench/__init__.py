@@ -1,0 +1,1 @@
+"""The ablation runner behind ``cora-kit bench``."""

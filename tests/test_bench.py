@@ -1,0 +1,122 @@
+"""Bench: aggregation against pandas, bootstrap CI, shards, resumable fault-tolerant grid."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cora_kit.bench.grid import build_grid, parse_shard, shard_cells
+from cora_kit.bench.merge import merge
+from cora_kit.bench.runner import BenchSpec, run_grid
+from cora_kit.bench.stats import aggregate_seeds, paired_bootstrap_ci
+from cora_kit.errors import ConfigError
+
+
+def _fixture_cells() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    rows = []
+    for r in ("mlp", "bimamba"):
+        for l in ("none", "densecl"):
+            for s in range(3):
+                rows.append(
+                    {"tiler": "-", "resampler": r, "loss": l, "seed": s, "status": "ok",
+                     "cider": float(rng.normal()), "bleu4": float(rng.normal())}
+                )
+    rows.append({"tiler": "-", "resampler": "mlp", "loss": "none", "seed": 3, "status": "failed",
+                 "cider": math.nan, "bleu4": math.nan})
+    return pd.DataFrame(rows)
+
+
+def test_aggregation_matches_pandas():
+    cells = _fixture_cells()
+    table = aggregate_seeds(cells, ["cider", "bleu4"])
+    ref = cells[cells.status == "ok"].groupby(["resampler", "loss"])[["cider", "bleu4"]].agg(["mean", "std"])
+    for _, row in table.iterrows():
+        for m in ("cider", "bleu4"):
+            assert row[f"{m}_mean"] == pytest.approx(ref.loc[(row.resampler, row.loss), (m, "mean")], abs=1e-12)
+            assert row[f"{m}_std"] == pytest.approx(ref.loc[(row.resampler, row.loss), (m, "std")], abs=1e-12)
+        assert row.n_seeds == 3
+    assert table.set_index(["resampler", "loss"]).loc[("mlp", "none"), "n_failed"] == 1
+
+
+def test_single_seed_std_is_nan():
+    cells = _fixture_cells()
+    table = aggregate_seeds(cells[cells.seed == 0], ["cider"])
+    assert table["cider_std"].isna().all() and (table["n_seeds"] == 1).all()
+
+
+def test_bootstrap_ci_on_a_known_difference():
+    rng = np.random.default_rng(0)
+    deltas = 0.5 + rng.normal(0, 1, size=400)
+    mean, lo, hi = paired_bootstrap_ci(deltas, n_resamples=4000)
+    assert mean == pytest.approx(deltas.mean())
+    se = deltas.std(ddof=1) / np.sqrt(deltas.size)
+    assert lo == pytest.approx(mean - 1.96 * se, abs=0.3 * se)
+    assert hi == pytest.approx(mean + 1.96 * se, abs=0.3 * se)
+    assert lo > 0  # a real 0.5 difference is detected
+    _, lo0, hi0 = paired_bootstrap_ci(rng.normal(0, 1, size=400), n_resamples=4000)
+    assert lo0 < 0 < hi0
+    assert all(math.isnan(v) for v in paired_bootstrap_ci(np.array([])))
+
+
+def test_shards_partition_the_grid():
+    cells = build_grid(["mlp", "bimamba", "perceiver"], ["none", "vicreg"], 3, tilers=["e2p", "erp-grid"])
+    assert len(cells) == 36
+    for n in (1, 2, 5, 7, 36, 40):
+        shards = [shard_cells(cells, i, n) for i in range(n)]
+        ids = [c.cell_id for s in shards for c in s]
+        assert sorted(ids) == sorted(c.cell_id for c in cells)  # each exactly once
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "x", "1/0"):
+        with pytest.raises(ConfigError):
+            parse_shard(bad)
+
+
+def _fake_trainer(calls: list[str], fail: set[str]):
+    def train(config, run_dir: Path, cache_dir: Path, stages):
+        key = f"{config.model.resampler.name}:{config.model.loss.name}:{config.seed}"
+        calls.append(key)
+        if config.model.resampler.name in fail:
+            raise RuntimeError("backend 'cuda' unavailable: no CUDA device")
+        base = 0.2 if config.model.loss.name == "none" else 0.5
+        per_item = {f"q{i}": base + 0.01 * ((i + config.seed) % 5) for i in range(50)}
+        return {
+            "scores": {"cider": float(np.mean(list(per_item.values()))), "spice": None},
+            "unavailable": {"spice": "unavailable: CoreNLP jars not found"},
+            "per_item": {"cider": per_item},
+            "diagnostics": {"adj_cos": 0.9},
+            "trainable_params": 123,
+            "encoder_image_passes": 0,
+        }
+
+    return train
+
+
+def test_grid_is_resumable_and_fault_tolerant(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cells = build_grid(["mlp", "broken"], ["none", "densecl"], 2)
+    spec = BenchSpec(cells=cells, preset="tiny")
+    calls: list[str] = []
+    progress = run_grid(spec, tmp_path / "b", trainer=_fake_trainer(calls, {"broken"}))
+    assert len(progress.ran) == 4 and len(progress.failed) == 4
+    failed_dir = tmp_path / "b" / "cells" / "broken__none__seed0"
+    assert "unavailable" in json.loads((failed_dir / "error.json").read_text())["error"]
+    assert "Traceback" in (failed_dir / "traceback.txt").read_text()
+    calls.clear()
+    progress = run_grid(spec, tmp_path / "b", trainer=_fake_trainer(calls, set()))
+    assert sorted(progress.skipped) == sorted(c.cell_id for c in cells if c.resampler == "mlp")
+    assert len(calls) == 4 and all(c.startswith("broken") for c in calls)  # only the missing cells
+    (tmp_path / "b" / "bench.json").write_text(json.dumps({"metrics": ["cider", "spice"]}))
+    paths = merge(tmp_path / "b", baseline="mlp:none")
+    for name in ("csv", "md", "tex", "json", "plot"):
+        assert paths[name].is_file()
+    table = pd.read_csv(paths["csv"])
+    row = table.set_index(["resampler", "loss"]).loc[("mlp", "densecl")]
+    assert row["cider_delta"] == pytest.approx(0.3) and row["cider_ci_low"] == pytest.approx(0.3)
+    assert math.isnan(row["spice_mean"])
+    assert "CoreNLP" in paths["md"].read_text()
