@@ -1,0 +1,118 @@
+"""Batched bilinear ERP sampling for all tiles of a layout, with exact seam/pole wrap.
+
+One ``grid_sample`` call (``align_corners=False``, zero padding) over the ERP, batch folded
+into channels, samples every tile pixel; the few taps that fall outside the ERP (half a
+pixel beyond the +-180 deg seam or beyond a pole) are added afterwards from a precomputed
+list (output index, ERP index, weight): x wraps modulo W, a row above the top is row 0
+shifted by W/2 (across the pole), as py360convert pads. No padded copy of the ERP is made.
+Grids are built once per (layout, ERP size, device) and cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from cora_kit.geometry import TileLayout, erp_pixel_coords
+
+
+@dataclass
+class SamplingPlan:
+    """Precomputed sampling of ``views`` (layout indices) from an ERP of size ``erp_hw``.
+
+    ``grid``: ``[1, 1, N, 2]`` normalised coords, ``N = len(views) * s * s``.
+    ``fix_out``/``fix_src``/``fix_w``: out-of-image taps, ``[K]`` each.
+    """
+
+    views: list[int]
+    size: int
+    erp_hw: tuple[int, int]
+    grid: torch.Tensor
+    fix_out: torch.Tensor
+    fix_src: torch.Tensor
+    fix_w: torch.Tensor
+
+
+def build_plan(
+    layout: TileLayout, views: list[int], erp_hw: tuple[int, int], device: torch.device
+) -> SamplingPlan:
+    """Sampling plan for the perspective/crop ``views`` of ``layout`` (all of one size)."""
+    h, w = erp_hw
+    sizes = {layout.views[i].size for i in views}
+    if len(sizes) != 1:
+        raise ValueError(f"all sampled views must share one size; got sizes {sorted(sizes)}")
+    s = sizes.pop()
+    xy = torch.stack([erp_pixel_coords(layout.views[i], erp_hw, layout.ray_spacing) for i in views])
+    xy = xy.reshape(-1, 2)
+    x, y = xy[:, 0], xy[:, 1]
+    grid = torch.stack([(2 * x + 1) / w - 1, (2 * y + 1) / h - 1], dim=-1).to(torch.float32)
+    out_idx, src_idx, weight = _outside_taps(x, y, h, w)
+    return SamplingPlan(
+        views=list(views),
+        size=s,
+        erp_hw=erp_hw,
+        grid=grid.reshape(1, 1, -1, 2).to(device),
+        fix_out=out_idx.to(device),
+        fix_src=src_idx.to(device),
+        fix_w=weight.to(device=device, dtype=torch.float32),
+    )
+
+
+def _outside_taps(
+    x: torch.Tensor, y: torch.Tensor, h: int, w: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear taps outside ``[0,W) x [0,H)`` remapped into the ERP: (out, flat src, weight)."""
+    x0, y0 = torch.floor(x), torch.floor(y)
+    fx, fy = x - x0, y - y0
+    outs, srcs, ws = [], [], []
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            tx, ty = (x0 + dx).long(), (y0 + dy).long()
+            outside = (tx < 0) | (tx >= w) | (ty < 0) | (ty >= h)
+            wt = wx * wy
+            keep = outside & (wt > 0)
+            if not keep.any():
+                continue
+            tx, ty, wt = tx[keep], ty[keep], wt[keep]
+            tx = torch.remainder(tx, w)
+            pole = (ty < 0) | (ty >= h)
+            tx = torch.where(pole, torch.remainder(tx - w // 2, w), tx)
+            ty = torch.where(ty < 0, torch.zeros_like(ty), torch.where(ty >= h, torch.full_like(ty, h - 1), ty))
+            outs.append(keep.nonzero().squeeze(1))
+            srcs.append(ty * w + tx)
+            ws.append(wt)
+    if not outs:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty, torch.zeros(0, dtype=torch.float64)
+    return torch.cat(outs), torch.cat(srcs), torch.cat(ws)
+
+
+def sample(erp: torch.Tensor, plan: SamplingPlan) -> torch.Tensor:
+    """``erp`` ``[B,C,H,W]`` float -> views ``[B, C, len(plan.views), s, s]`` (channel-major)."""
+    b, c, h, w = erp.shape
+    flat_in = erp.reshape(1, b * c, h, w)
+    out = F.grid_sample(flat_in, plan.grid.to(erp.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = out.reshape(b * c, -1)
+    if plan.fix_out.numel():
+        taps = erp.reshape(b * c, h * w).index_select(1, plan.fix_src) * plan.fix_w.to(erp.dtype)
+        out.index_add_(1, plan.fix_out, taps)
+    return out.reshape(b, c, len(plan.views), plan.size, plan.size)
+
+
+def box_resize(erp: torch.Tensor, size: int, mode: str = "area") -> torch.Tensor:
+    """Whole ERP ``[B,C,H,W]`` -> ``[B,C,size,size]`` (the global view).
+
+    ``area``: exact box filter (``avg_pool2d``) when H and W are multiples of ``size``,
+    otherwise area interpolation; ``bilinear-aa``: antialiased bilinear (PIL-like).
+    """
+    h, w = erp.shape[-2:]
+    if mode == "area":
+        if h % size == 0 and w % size == 0:
+            return F.avg_pool2d(erp, kernel_size=(h // size, w // size))
+        return F.interpolate(erp, size=(size, size), mode="area")
+    if mode == "bilinear-aa":
+        return F.interpolate(erp, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    raise ValueError(f"global resize mode must be 'area' or 'bilinear-aa'; got {mode!r}")
+
