@@ -12,6 +12,7 @@ import torch
 
 from cora_kit.geometry import Correspondences
 from cora_kit.interfaces import Grid, OverlapLoss, PluginParams
+from cora_kit.overlap import matched_features, normalized_feature_std
 
 
 class BarlowParams(PluginParams):
@@ -57,10 +58,9 @@ class BarlowTwinsLoss(OverlapLoss):
     def forward(
         self, features: torch.Tensor, correspondences: Correspondences, grid: Grid
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        from cora_kit.overlap import matched_features
-
         src, dst = matched_features(features, correspondences, grid, sampling=self.sampling)
         loss, diag = barlow_twins_loss(
             src.reshape(-1, src.shape[-1]), dst.reshape(-1, dst.shape[-1]), self.lambda_offdiag, self.eps
         )
-        return loss, {"barlow_diag_mean": float(diag.mean())}
+        std = float(normalized_feature_std(src.reshape(-1, src.shape[-1]).detach()))
+        return loss, {"barlow_diag_mean": float(diag.detach().mean()), "feat_std": std}
