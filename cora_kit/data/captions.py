@@ -2,14 +2,14 @@
 
 Each (image, query) gets 3-5 reference paraphrases; the first is the canonical, shortest
 form (the training target). The vocabulary is small and regular (about 60 words) and
-answers are 1-7 words, so that a tiny model can learn what the image shows:
+canonical answers are 1-7 words, so that a tiny model can learn what the image shows:
 
 | kind      | query                                   | canonical answer                 |
 |-----------|-----------------------------------------|----------------------------------|
-| where     | where is the red cube?                  | behind the viewer                |
+| where     | where is the red cube?                  | behind / on the left             |
 | sector    | what is on the left of the viewer?      | a red cube and a blue ball       |
 | horizon   | what is above the horizon?              | a yellow cone / nothing          |
-| describe  | describe the object above the horizon   | a yellow cone on the left of ... |
+| describe  | describe the object above the horizon   | a yellow cone on the left        |
 | count     | how many blue objects are there?        | two                              |
 | presence  | is there a green ball?                  | yes / no                         |
 | colour    | what colour is the pillar?              | white                            |
@@ -33,6 +33,13 @@ SECTOR_PHRASES: dict[str, str] = {
     "right": "on the right of the viewer",
     "behind": "behind the viewer",
     "left": "on the left of the viewer",
+}
+#: The short form used in canonical answers.
+SHORT_PHRASES: dict[str, str] = {
+    "front": "in front",
+    "right": "on the right",
+    "behind": "behind",
+    "left": "on the left",
 }
 #: Relative frequency of each query kind (direction/colour/count/presence dominate).
 KIND_WEIGHTS: dict[str, float] = {
@@ -90,9 +97,9 @@ def left_neighbour(scene: Scene, obj: SceneObject, side: str) -> SceneObject | N
 
 def _where(rng: np.random.Generator, scene: Scene) -> QueryAnswer:
     o = scene.objects[int(rng.integers(len(scene.objects)))]
-    p = SECTOR_PHRASES[o.sector]
+    p, short = SECTOR_PHRASES[o.sector], SHORT_PHRASES[o.sector]
     e = "in the sky" if o.in_sky else "on the ground"
-    refs = _pick_refs(rng, p, [f"it is {p}", f"the {o.name} is {p}", f"{p}, {e}", f"{e}, {p}"])
+    refs = _pick_refs(rng, short, [f"it is {p}", f"the {o.name} is {short}", f"{short}, {e}", f"{e}, {p}"])
     return QueryAnswer("where", f"where is the {o.name}?", refs)
 
 
@@ -102,9 +109,10 @@ def _sector(rng: np.random.Generator, scene: Scene) -> QueryAnswer | None:
     p = SECTOR_PHRASES[sector]
     lst = _article_list(objs)
     if objs:
-        others = [f"there is {lst}", f"i see {lst}", f"{lst} {p}", f"{p} there is {lst}"]
+        short = SHORT_PHRASES[sector]
+        others = [f"there is {lst}", f"i see {lst}", f"{lst} {short}", f"{short} there is {lst}"]
     else:
-        others = ["there is nothing", "nothing is there", "no objects", f"nothing {p}"]
+        others = ["there is nothing", "nothing is there", "no objects", f"nothing {SHORT_PHRASES[sector]}"]
     return QueryAnswer("sector", f"what is {p}?", _pick_refs(rng, lst, others))
 
 
@@ -127,7 +135,7 @@ def _describe(rng: np.random.Generator, scene: Scene) -> QueryAnswer | None:
     if len(sky) != 1:
         return None
     o = sky[0]
-    p = SECTOR_PHRASES[o.sector]
+    p = SHORT_PHRASES[o.sector]
     canonical = f"a {o.name} {p}"
     others = [f"there is a {o.name} {p}", f"a {o.name} in the sky {p}", f"{p} there is a {o.name}", f"the {o.name}, {p}"]
     return QueryAnswer("describe", "describe the object above the horizon", _pick_refs(rng, canonical, others))

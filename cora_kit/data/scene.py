@@ -39,6 +39,8 @@ HORIZON_MARGIN_DEG = 4.0
 POLE_MARGIN_DEG = 6.0
 GAP_DEG = 4.0  # minimum angular gap between two objects' bounding caps
 MAX_PER_SECTOR = 2
+NEAR_HORIZON_SPAN_DEG = 20.0  # usual centre latitude: within 20 deg of the lowest allowed
+HIGH_LAT_PROB = 0.1  # else anywhere up to the pole margin (strongly distorted in the ERP)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ def _try_place(
     lo, hi = reach + HORIZON_MARGIN_DEG, 90.0 - reach - POLE_MARGIN_DEG
     if hi <= lo:
         return None
+    if rng.random() >= HIGH_LAT_PROB:  # most objects stay where the pitch-0 tiles see them
+        hi = min(hi, lo + NEAR_HORIZON_SPAN_DEG)
     lat = float(rng.uniform(lo, hi)) * (1.0 if rng.random() < 0.4 else -1.0)
     obj = SceneObject(shape, colour, round(lon, 3), round(lat, 3), round(radius, 3))
     for other in placed:

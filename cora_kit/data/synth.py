@@ -240,7 +240,8 @@ def ensure_synthetic(
         )
         raise DataError(
             f"{out_dir}: holds a synthetic set with other parameters "
-            f"(differs in: {', '.join(diff) or 'generator version'}); use another directory"
+            f"(differs in: {', '.join(diff) or 'generator version'}); use another directory, "
+            "or replace it with `cora-kit data synth --force`"
         )
     missing = [s for s in ("scenes.jsonl", *(f"{s}.csv" for s in SPLITS)) if not (out_dir / s).is_file()]
     n_images = sum(1 for _ in (out_dir / "images").glob("*.png")) if (out_dir / "images").is_dir() else 0

@@ -1,0 +1,105 @@
+"""``cora-kit data synth|check|show``: the synthetic set, loading reports, one item as a PNG."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cora_kit.errors import DataError
+
+data_app = typer.Typer(help="Datasets: generate the synthetic set, check and show items.", no_args_is_help=True)
+
+_ON_BAD_ROW = typer.Option("error", "--on-bad-row", help="error: stop at the first bad row; skip: drop it and count it.")
+_IMAGE_ROOT = typer.Option(None, "--image-root", help="Folder with the images (URLs map to it by file name).")
+
+
+@data_app.command("synth")
+def synth(
+    out: Path = typer.Option(Path("data/synth"), "--out", "-o", help="Output folder."),
+    n_train: int = typer.Option(2000, "--n-train", min=0),
+    n_val: int = typer.Option(200, "--n-val", min=0),
+    n_test: int = typer.Option(200, "--n-test", min=0),
+    size: str = typer.Option("512x1024", "--size", help="ERP size HEIGHTxWIDTH (2:1)."),
+    seed: int = typer.Option(0, "--seed"),
+    queries_per_image: int = typer.Option(2, "--queries-per-image", min=1),
+    force: bool = typer.Option(False, "--force", help="Replace an existing set with other parameters."),
+) -> None:
+    """Generate the deterministic synthetic 360-degree query-captioning set (or reuse it)."""
+    from cora_kit.data.synth import SPLITS, SynthParams, ensure_synthetic, generate_synthetic, parse_size, read_metadata
+
+    h, w = parse_size(size)
+    t0 = time.perf_counter()
+    if force and out.exists():
+        params = SynthParams(n_train, n_val, n_test, h, w, seed, queries_per_image)
+        generate_synthetic(out, params, overwrite=True)
+        action = "generated"
+    else:
+        existed = out.exists()
+        ensure_synthetic(out, n_train, n_val, n_test, (h, w), seed, queries_per_image)
+        action = "reused" if existed else "generated"
+    meta = read_metadata(out)
+    table = Table(title=f"synthetic set {action}: {out} ({time.perf_counter() - t0:.1f} s)")
+    for col in ("split", "images", "samples", "reference rows"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    for split in SPLITS:
+        c = meta["splits"][split]
+        table.add_row(split, str(c["images"]), str(c["samples"]), str(c["rows"]))
+    Console().print(table)
+
+
+def _report_skips(report) -> None:
+    if report.skipped:
+        Console(stderr=True).print(report.summary(), highlight=False, soft_wrap=True)
+
+
+@data_app.command("check")
+def check(
+    path: Path = typer.Argument(..., help="A CSV, or a folder with <split>.csv (e.g. data/synth)."),
+    split: str = typer.Option("train", "--split"),
+    image_root: Path = _IMAGE_ROOT,
+    on_bad_row: str = _ON_BAD_ROW,
+    stage1: bool = typer.Option(False, "--stage1", help="Load as Stage-1 images (a folder of panoramas works)."),
+) -> None:
+    """Load a split and print what was read and what was skipped (and why)."""
+    from cora_kit.data.csv_loaders import load_images, load_split
+
+    loader = load_images if stage1 else load_split
+    report = loader(path, split, image_root, on_bad_row)
+    typer.echo(report.summary())
+    for line in report.problems[:20]:
+        typer.echo(f"  {line}")
+    if len(report.problems) > 20:
+        typer.echo(f"  ... and {len(report.problems) - 20} more")
+
+
+@data_app.command("show")
+def show(
+    path: Path = typer.Argument(..., help="A CSV, or a folder with <split>.csv (e.g. data/synth)."),
+    index: int = typer.Option(0, "--index", "-i", min=0, help="Sample index in the split."),
+    out: Path = typer.Option(Path("item.png"), "--out", "-o", help="PNG to write."),
+    split: str = typer.Option("train", "--split"),
+    image_root: Path = _IMAGE_ROOT,
+    on_bad_row: str = _ON_BAD_ROW,
+    tiler: str = typer.Option("e2p", "--tiler", help="Tiler plugin that makes the views."),
+    view_size: int = typer.Option(128, "--view-size", min=16, help="Pixel size of each view in the figure."),
+) -> None:
+    """Render one item: the ERP, its views (as the tiler makes them), query and references."""
+    import cora_kit
+    from cora_kit.data.csv_loaders import load_split
+    from cora_kit.data.show import render_item
+
+    report = load_split(path, split, image_root, on_bad_row)
+    _report_skips(report)
+    if index >= len(report):
+        raise DataError(f"{report.source}: index {index} out of range ({len(report)} samples)")
+    tiler_obj = cora_kit.create("tiler", tiler, size=view_size)
+    written = render_item(report[index], out, tiler_obj)
+    typer.echo(f"wrote {written}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")
