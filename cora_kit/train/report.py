@@ -1,0 +1,185 @@
+"""After training: Stage-1 diagnostics, test-split captions and scores, ``summary.md``.
+
+Learning is checked against two controls fed through the same trained model: every
+panorama replaced by a blank (black) ERP, and panoramas shuffled across items (a
+derangement of the distinct images, seeded). A model that uses the image beats both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from cora_kit.train.stages import FeatureProvider
+
+CONDITIONS = ("panorama", "blank", "shuffled")
+
+
+def _latent_grid(model: Any) -> tuple[int, int]:
+    grid = getattr(model, "latent_grid", None)
+    if grid is not None:
+        return tuple(grid)
+    return tuple(model.resampler.output_grid(tuple(model.grid)))
+
+
+def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+@torch.no_grad()
+def stage1_diagnostics(model: Any, items: Sequence[dict[str, Any]], ctx: Any) -> dict[str, Any]:
+    """Seed's ``val_*`` diagnostics of the overlap head on the tiles of ``items``."""
+    from cora_kit.eval.diagnostics import stage1_diagnostics as diagnose
+
+    provider = FeatureProvider(model, 1, str(ctx.cache_dir), ctx.device, batch_size=ctx.config.eval.batch_size)
+    corr = model.correspondences
+    tiles = corr.view_indices or list(model.layout.tile_indices)
+    heads, lats = [], []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for batch in _batches(items, ctx.config.eval.batch_size):
+                latent = model.resample(model.encode_trainable(provider.features(batch), 1))
+                lat_tiles = latent[:, tiles]
+                lats.append(lat_tiles.float().cpu())
+                heads.append(model.overlap_head(lat_tiles).float().cpu())
+    finally:
+        model.train(was_training)
+    result = diagnose(torch.cat(heads), corr, _latent_grid(model), resampler_features=torch.cat(lats))
+    return {**result.to_dict(), "num_images": len(items)}
+
+
+def _derangement(n: int, seed: int) -> list[int]:
+    """A seeded permutation with no fixed point (n >= 2)."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(n, generator=g).tolist()
+        if all(i != p for i, p in enumerate(perm)):
+            return perm
+
+
+@torch.no_grad()
+def predict(model: Any, items: Sequence[dict[str, Any]], ctx: Any, condition: str = "panorama") -> dict[str, str]:
+    """Captions for ``items`` with the real panorama, a blank one, or another item's."""
+    ev = ctx.config.eval
+    provider = FeatureProvider(model, 3, str(ctx.cache_dir), ctx.device, batch_size=ev.batch_size)
+    paths = list(dict.fromkeys(i["image_path"] for i in items))
+    if condition == "shuffled":
+        if len(paths) < 2:
+            raise ValueError("the shuffled-panorama control needs at least 2 distinct images")
+        perm = _derangement(len(paths), ctx.config.seed)
+        by_path = {i["image_path"]: i for i in items}
+        swap = {p: by_path[paths[perm[k]]] for k, p in enumerate(paths)}
+    blank = None
+    out: dict[str, str] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in _batches(items, ev.batch_size):
+            if condition == "panorama":
+                hidden = provider.features(batch)
+            elif condition == "shuffled":
+                hidden = provider.features([swap[i["image_path"]] for i in batch])
+            elif condition == "blank":
+                if blank is None:
+                    erp = torch.zeros_like(batch[0]["erp"])
+                    blank = provider.features([{"id": "blank", "erp": erp}])
+                hidden = blank.expand(len(batch), *blank.shape[1:])
+            else:
+                raise ValueError(f"unknown condition {condition!r}; one of {CONDITIONS}")
+            latent = model.resample(model.encode_trainable(hidden, 3))
+            texts = model.generate(latent, [i["query"] for i in batch], max_new_tokens=ev.max_new_tokens, num_beams=ev.num_beams)
+            out.update({i["id"]: t for i, t in zip(batch, texts, strict=True)})
+    finally:
+        model.train(was_training)
+    return out
+
+
+def score(predictions: dict[str, str], references: dict[str, list[str]], metrics: Sequence[str]) -> dict[str, Any]:
+    from cora_kit.eval.scoring import score as score_fn
+
+    return score_fn(predictions, references, list(metrics)).to_json()
+
+
+def evaluate_test(model: Any, splits: Any, ctx: Any) -> dict[str, Any] | None:
+    """predictions.jsonl, references.jsonl and scores.json on the test split."""
+    items = list(splits.test)
+    rd = ctx.rd
+    if not items:
+        return None
+    refs = {i["id"]: list(i["references"]) for i in items}
+    rd.write_jsonl(rd.references, [{"id": k, "references": v} for k, v in refs.items()])
+    scores: dict[str, Any] = {"split": "test", "num_items": len(items)}
+    for cond in CONDITIONS:
+        preds = predict(model, items, ctx, cond)
+        if cond == "panorama":
+            rd.write_jsonl(rd.predictions, [{"id": k, "prediction": v} for k, v in preds.items()])
+        else:
+            rd.write_jsonl(rd.root / f"predictions_{cond}.jsonl", [{"id": k, "prediction": v} for k, v in preds.items()])
+        scores[cond] = score(preds, refs, ctx.config.eval.metrics)
+    rd.write_json(rd.scores, scores)
+    return scores
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def write_summary(rd: Any, config: Any, result: Any, splits: Any, plugins: dict[str, Any]) -> None:
+    """``summary.md``: stages, diagnostics before/after, scores vs the two controls."""
+    m = config.model
+    lines = [
+        f"# Run {rd.root.name}", "",
+        f"resampler `{m.resampler.name}`, loss `{m.loss.name}`, preset `{config.preset}`, seed {config.seed},"
+        f" data `{splits.source}`; total {result.seconds:.0f} s.", "",
+        "## Stages", "", "| stage | steps | final loss | trainable params | seconds |", "|---|---:|---:|---:|---:|",
+    ]
+    for k, s in sorted(result.stages.items()):
+        if s.skipped:
+            lines.append(f"| {k} | (done earlier) | | | |")
+        else:
+            lines.append(f"| {k} | {s.steps} | {_fmt(s.metrics.get('loss'))} | {sum(s.trainable.values()):,} | {s.seconds:.0f} |")
+    d = result.diagnostics
+    if d:
+        lines += ["", f"## Stage-1 diagnostics ({d.get('split')})", "", "| metric | before | after |", "|---|---:|---:|"]
+        before, after = d.get("before") or {}, d.get("after") or {}
+        for key in ("adj_cos", "adj_mse", "overlap_ret_acc", "hungarian_acc", "feat_std", "eff_rank", "r_eff_rank"):
+            lines.append(f"| {key} | {_fmt(before.get(key))} | {_fmt(after.get(key))} |")
+        if before.get("adj_cos") is not None and after.get("adj_cos") is not None:
+            verdict = "up" if after["adj_cos"] > before["adj_cos"] else "NOT up"
+            lines.append(f"\nadj_cos {verdict}: {_fmt(before['adj_cos'])} -> {_fmt(after['adj_cos'])}.")
+    sc = result.scores
+    if sc:
+        metric_keys = [k for k in sc["panorama"] if k != "unavailable"]
+        lines += ["", f"## Test split ({sc['num_items']} items)", "",
+                  "| metric | trained | blank panorama | shuffled panoramas |", "|---|---:|---:|---:|"]
+        for key in metric_keys:
+            lines.append(f"| {key} | " + " | ".join(_fmt(sc[c].get(key)) for c in CONDITIONS) + " |")
+        for key, why in sc["panorama"].get("unavailable", {}).items():
+            lines.append(f"\n{key}: {why}")
+        cider = [sc[c].get("cider") for c in CONDITIONS]
+        if all(isinstance(v, float) for v in cider):
+            ok = cider[0] > cider[1] and cider[0] > cider[2]
+            lines.append(f"\nCIDEr trained {cider[0]:.4f} vs blank {cider[1]:.4f} vs shuffled {cider[2]:.4f}:"
+                         f" the model {'uses' if ok else 'does NOT clearly use'} the panorama.")
+    elif splits.notes:
+        lines += ["", "## Test split", ""] + [f"- {n}" for n in splits.notes]
+    lines += ["", "## Plugins", "", "```", _plugins_text(plugins), "```", ""]
+    rd.write_text(rd.summary, "\n".join(lines))
+
+
+def _plugins_text(plugins: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(plugins, indent=2, default=str)
+
+
+__all__ = ["CONDITIONS", "evaluate_test", "predict", "stage1_diagnostics", "write_summary"]

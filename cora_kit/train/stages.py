@@ -1,0 +1,208 @@
+"""Per-stage step functions, the schedule and the frozen-feature provider.
+
+Seed table (CORA-architecture.md, "Three-stage progressive training")::
+
+    stage 1: tiles only; encoder last k blocks + resampler + overlap head; overlap loss
+    stage 2: resampler (low lr) + PanoramaProjector; LM CE + w * overlap loss (frozen head)
+    stage 3: LoRA + PanoramaProjector; LM CE
+
+Every step function takes the model, the cached frozen-encoder output of a micro-batch
+``[B,V,P,Dv]`` and the text of its items, and returns ``(loss, logs)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from cora_kit.config import StageConfig
+from cora_kit.train.feature_cache import FeatureCache, image_hash
+
+StepFn = Callable[[Any, torch.Tensor, Sequence[dict[str, Any]], StageConfig], tuple[torch.Tensor, dict[str, float]]]
+
+
+class CoraModelLike(Protocol):
+    """The part of ``cora_kit.pipeline.CoraModel`` the engine uses (see the pipeline contract)."""
+
+    def tile(self, erp: torch.Tensor) -> torch.Tensor: ...
+    def encoder_cache_key(self, stage: int) -> str: ...
+    def encode_frozen(self, views: torch.Tensor, stage: int) -> torch.Tensor: ...
+    def encode_trainable(self, hidden: torch.Tensor, stage: int) -> torch.Tensor: ...
+    def resample(self, feats: torch.Tensor) -> torch.Tensor: ...
+    def overlap_loss(self, latent: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def lm_loss(self, latent: torch.Tensor, queries: list[str], answers: list[str]) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def generate(self, latent: torch.Tensor, queries: list[str], max_new_tokens: int = 32, num_beams: int = 1) -> list[str]: ...
+    def set_stage(self, stage: int) -> dict[str, int]: ...
+    def param_groups(self, stage: int, stage_cfg: StageConfig) -> list[dict]: ...
+    def trainable_state_dict(self, stage: int) -> dict[str, torch.Tensor]: ...
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> None: ...
+    def plugin_metadata(self) -> dict: ...
+
+
+# --- step functions -------------------------------------------------------------------
+
+
+def stage1_step(model: Any, hidden: torch.Tensor, items: Sequence[dict[str, Any]], cfg: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Overlap loss on the views' latent: last k encoder blocks -> resampler -> head."""
+    feats = model.encode_trainable(hidden, 1)
+    latent = model.resample(feats)
+    loss, logs = model.overlap_loss(latent)
+    return loss, {"overlap_loss": float(loss.detach()), **_prefixed("overlap", logs)}
+
+
+def stage2_step(model: Any, hidden: torch.Tensor, items: Sequence[dict[str, Any]], cfg: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """LM cross-entropy + ``overlap_weight`` x overlap loss through the frozen head."""
+    feats = model.encode_trainable(hidden, 2)
+    latent = model.resample(feats)
+    lm, lm_logs = model.lm_loss(latent, [i["query"] for i in items], [i["answer"] for i in items])
+    logs = {"lm_loss": float(lm.detach()), **_prefixed("lm", lm_logs)}
+    loss = lm
+    if cfg.overlap_weight > 0:
+        ov, ov_logs = model.overlap_loss(latent)
+        loss = lm + cfg.overlap_weight * ov
+        logs.update({"overlap_loss": float(ov.detach()), **_prefixed("overlap", ov_logs)})
+    return loss, logs
+
+
+def stage3_step(model: Any, hidden: torch.Tensor, items: Sequence[dict[str, Any]], cfg: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """LM cross-entropy; encoder and resampler are frozen, so their pass runs without grad."""
+    with torch.no_grad():
+        latent = model.resample(model.encode_trainable(hidden, 3))
+    lm, lm_logs = model.lm_loss(latent, [i["query"] for i in items], [i["answer"] for i in items])
+    return lm, {"lm_loss": float(lm.detach()), **_prefixed("lm", lm_logs)}
+
+
+STEP_FNS: dict[int, StepFn] = {1: stage1_step, 2: stage2_step, 3: stage3_step}
+
+
+def _prefixed(prefix: str, logs: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}/{k}": float(v) for k, v in logs.items()}
+
+
+# --- schedule -------------------------------------------------------------------------
+
+
+def plan_steps(n_items: int, cfg: StageConfig, world_size: int = 1) -> tuple[int, int]:
+    """(micro-batches per epoch per rank, total optimizer steps) for a stage."""
+    per_rank = n_items // world_size
+    if per_rank < 1:
+        raise ValueError(f"{n_items} items cannot be split over {world_size} processes")
+    micro = math.ceil(per_rank / cfg.batch_size)
+    total = math.ceil(cfg.epochs * micro / cfg.grad_accum)
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    return micro, max(total, 1)
+
+
+def warmup_cosine(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+    """lr multiplier: linear warmup over ``warmup_ratio * total`` steps, then cosine to 0."""
+    warmup = int(round(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        span = max(total_steps - warmup, 1)
+        progress = min((step - warmup) / span, 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def epoch_order(n_items: int, seed: int, stage: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[int]:
+    """This rank's item order in ``epoch``: one seeded permutation, strided over ranks."""
+    g = torch.Generator().manual_seed(1_000_003 * seed + 10_007 * stage + epoch)
+    perm = torch.randperm(n_items, generator=g).tolist()
+    per_rank = n_items // world_size
+    return perm[rank::world_size][:per_rank]
+
+
+# --- frozen features ------------------------------------------------------------------
+
+
+class FeatureProvider:
+    """Frozen-encoder output per item, computed once and served from a ``FeatureCache``.
+
+    ``stage`` selects what is frozen (``model.encode_frozen(views, stage)``); the cache
+    key is ``model.encoder_cache_key(stage)``. Items are dicts with ``"erp"`` ``[3,H,W]``
+    and (optionally) ``"image_path"``; image hashes are memoised per path.
+    """
+
+    def __init__(self, model: Any, stage: int, cache_dir: str, device: torch.device, batch_size: int = 8) -> None:
+        self.model = model
+        self.stage = stage
+        self.device = device
+        self.batch_size = batch_size
+        self.cache = FeatureCache(cache_dir, model.encoder_cache_key(stage))
+        self._hashes: dict[str, str] = {}
+
+    def item_hash(self, item: dict[str, Any]) -> str:
+        path = item.get("image_path")
+        if path and path in self._hashes:
+            return self._hashes[path]
+        h = image_hash(item["erp"])
+        if path:
+            self._hashes[path] = h
+        return h
+
+    @torch.no_grad()
+    def _compute(self, erps: list[torch.Tensor]) -> torch.Tensor:
+        """Encode in a forked RNG, so a cache hit or miss never changes the training RNG."""
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            erp = torch.stack(erps).to(self.device)
+            return self.model.encode_frozen(self.model.tile(erp), self.stage).float().cpu()
+
+    def fill(self, items: Sequence[dict[str, Any]], on_chunk: Callable[[int], None] | None = None) -> int:
+        """Compute and store the features of every item not cached yet; returns how many."""
+        self.cache.refresh()
+        todo: dict[str, torch.Tensor] = {}
+        for item in items:
+            h = self.item_hash(item)
+            if h not in self.cache and h not in todo:
+                todo[h] = item["erp"]
+        keys = list(todo)
+        for start in range(0, len(keys), self.batch_size * 8):
+            chunk = keys[start : start + self.batch_size * 8]
+            out: dict[str, torch.Tensor] = {}
+            for s in range(0, len(chunk), self.batch_size):
+                sub = chunk[s : s + self.batch_size]
+                feats = self._compute([todo[h] for h in sub])
+                out.update(dict(zip(sub, feats, strict=True)))
+            self.cache.put(out)
+            if on_chunk is not None:
+                on_chunk(len(chunk))
+        return len(keys)
+
+    def features(self, items: Sequence[dict[str, Any]]) -> torch.Tensor:
+        """``[B,V,P,Dv]`` for ``items`` (missing/corrupt entries are recomputed and stored)."""
+        hashes = [self.item_hash(i) for i in items]
+        got = self.cache.get(hashes)
+        missing = [h for h in dict.fromkeys(hashes) if h not in got]
+        if missing:
+            by_hash = {h: i for h, i in zip(hashes, items, strict=True)}
+            feats = self._compute([by_hash[h]["erp"] for h in missing])
+            fresh = dict(zip(missing, feats, strict=True))
+            self.cache.put(fresh)
+            got.update(fresh)
+        return torch.stack([got[h] for h in hashes]).to(self.device)
+
+
+def count_trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+__all__ = [
+    "STEP_FNS",
+    "CoraModelLike",
+    "FeatureProvider",
+    "epoch_order",
+    "plan_steps",
+    "stage1_step",
+    "stage2_step",
+    "stage3_step",
+    "warmup_cosine",
+]
