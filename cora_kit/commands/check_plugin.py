@@ -93,7 +93,9 @@ def check_plugin(
         for r in failed:  # plain lines: easy to grep in CI logs
             typer.echo(f"FAILED {r.kind} {r.plugin} {r.check}: {r.message}", err=True)
     if failed:
-        raise typer.Exit(1)
+        # SystemExit, not typer.Exit: click (standalone_mode=False) turns Exit into a return
+        # value that cora_kit.cli.main drops.
+        raise SystemExit(1)
 
 
 def register(app: typer.Typer) -> None:
