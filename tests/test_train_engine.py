@@ -20,7 +20,8 @@ STABLE = ("stage", "step", "epoch", "loss", "lr", "loss_mean")
 def _run(tmp: Path, name: str = "r", **kw):
     kw.setdefault("splits", make_splits())
     kw.setdefault("feature_cache_dir", tmp / "cache")
-    return run(kw.pop("config", tiny_config()), tmp / name, model_factory=fake_factory, progress=False, **kw)
+    kw.setdefault("model_factory", fake_factory)
+    return run(kw.pop("config", tiny_config()), tmp / name, progress=False, **kw)
 
 
 def _metric_rows(path: Path) -> list[dict]:

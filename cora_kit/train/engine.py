@@ -263,7 +263,7 @@ def run(
     feature_cache_dir: str | Path | None = None,
     from_run: str | Path | None = None,
     splits: Splits | None = None,
-    model_factory: Callable[[CoraConfig, torch.device], Any] = default_model_factory,
+    model_factory: Callable[[CoraConfig, torch.device], Any] | None = None,
     evaluate: bool = True,
     progress: bool = True,
     plain_progress: bool = False,
@@ -292,7 +292,7 @@ def run(
     ctx = _Ctx(config, rd, info, device, cache_dir, progress, plain_progress, on_step)
 
     seed_everything(config.seed)
-    model = model_factory(config, device)
+    model = (model_factory or default_model_factory)(config, device)
     splits = splits if splits is not None else load_splits(config)
     rd.write_text(rd.config, to_yaml(config))
     rd.write_json(rd.plugins, model.plugin_metadata())

@@ -1,0 +1,117 @@
+"""``cora-kit run``: train the three stages and evaluate, into ``runs/<name>/``.
+
+Also the entry of ``torchrun --nproc-per-node N -m cora_kit run ...`` (DDP).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from cora_kit.errors import ConfigError
+
+
+def parse_stages(text: str) -> tuple[int, ...]:
+    """``"1,2,3"`` -> (1, 2, 3); anything else is a ConfigError."""
+    try:
+        stages = tuple(sorted({int(s) for s in text.split(",") if s.strip()}))
+    except ValueError:
+        raise ConfigError(f"--stages must look like 1,2,3; got {text!r}") from None
+    if not stages or any(s not in (1, 2, 3) for s in stages):
+        raise ConfigError(f"--stages must be a subset of 1,2,3; got {text!r}")
+    return stages
+
+
+def parse_options(pairs: list[str], flag: str) -> dict[str, Any]:
+    """``["k=v", ...]`` -> ``{k: yaml(v)}`` for plugin options."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for text in pairs:
+        if "=" not in text or not text.split("=", 1)[0].strip():
+            raise ConfigError(f"{flag} {text!r} must look like key=value")
+        key, value = text.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def with_plugin_options(cfg: Any, resampler_opts: dict[str, Any], loss_opts: dict[str, Any]) -> Any:
+    """Layer ``--resampler-opt`` / ``--loss-opt`` over the resolved plugin options (after a
+    change of plugin name has already dropped the preset's options for the old plugin)."""
+    if not resampler_opts and not loss_opts:
+        return cfg
+    from pydantic import ValidationError
+
+    from cora_kit.config import CoraConfig
+
+    data = cfg.model_dump()
+    data["model"]["resampler"]["options"].update(resampler_opts)
+    data["model"]["loss"]["options"].update(loss_opts)
+    try:
+        return CoraConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"plugin options: {exc.errors()[0]['msg']}") from None
+
+
+def default_name(resampler: str, loss: str, seed: int) -> str:
+    return f"{resampler}-{loss}-s{seed}"
+
+
+def run(
+    resampler: str = typer.Option(None, "--resampler", "-r", help="Resampler plugin (see `cora-kit plugins`)."),
+    loss: str = typer.Option(None, "--loss", "-l", help="Overlap loss plugin."),
+    preset: str = typer.Option(None, "--preset", "-p", help="Preset: tiny (default, CPU) or paper."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML file layered over the preset."),
+    data: str = typer.Option(None, "--data", help="Dataset folder or CSV (default: the synthetic set)."),
+    stages: str = typer.Option("1,2,3", "--stages", help="Stages to run, e.g. 1,2,3 or 2,3."),
+    from_run: Path = typer.Option(None, "--from", help="Run folder whose earlier stages' weights to start from."),
+    name: str = typer.Option(None, "--name", help="Run name (default: <resampler>-<loss>-s<seed>)."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Folder holding run folders."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (default: from config, 0)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run exactly."),
+    resampler_opt: list[str] = typer.Option([], "--resampler-opt", help="Resampler option k=v (repeatable)."),
+    loss_opt: list[str] = typer.Option([], "--loss-opt", help="Loss option k=v (repeatable)."),
+    overrides: list[str] = typer.Option([], "--set", help="Config override key.path=value (repeatable)."),
+    feature_cache: Path = typer.Option(None, "--feature-cache", help="Feature cache folder (default: <out>/.feature-cache)."),
+    plain: bool = typer.Option(False, "--plain", help="Plain log lines instead of progress bars."),
+) -> None:
+    """Train Stage 1-3 and evaluate on the test split; writes runs/<name>/."""
+    from cora_kit.config import resolve_config, validate_plugin_choices
+    from cora_kit.train.engine import run as run_engine
+
+    wanted = parse_stages(stages)
+    extra: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    if resampler is not None:
+        model["resampler"] = {"name": resampler}
+    if loss is not None:
+        model["loss"] = {"name": loss}
+    if model:
+        extra["model"] = model
+    if data is not None:
+        extra["data"] = {"path": data}
+    if seed is not None:
+        extra["seed"] = seed
+    cfg = resolve_config(preset, config, overrides, extra=extra)
+    cfg = with_plugin_options(cfg, parse_options(resampler_opt, "--resampler-opt"), parse_options(loss_opt, "--loss-opt"))
+    validate_plugin_choices(cfg)
+    if from_run is not None and not from_run.is_dir():
+        raise ConfigError(f"--from {from_run}: no such run folder")
+    run_name = name or default_name(cfg.model.resampler.name, cfg.model.loss.name, cfg.seed)
+    result = run_engine(
+        cfg, out / run_name, stages=wanted, resume=resume, from_run=from_run,
+        feature_cache_dir=feature_cache, plain_progress=plain,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"run finished in {result.seconds:.0f}s: {out / run_name}")
+        typer.echo(f"summary: {out / run_name / 'summary.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
