@@ -353,14 +353,14 @@ def load_erp(path: str | Path) -> torch.Tensor:
                     f"{p}: {w}x{h} image has {len(img.getbands())} channels (mode {img.mode}); "
                     "expected grey or RGB, optionally with alpha"
                 )
-            arr = np.asarray(img.convert("RGB"))
+            arr = np.array(img.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         if isinstance(exc, DataError):
             raise
         raise DataError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from exc
     if w != 2 * h:
         raise DataError(f"{p}: {w}x{h} is not an equirectangular panorama (width must be 2 x height)")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 _IMAGE_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "I", "I;16", "F"})
