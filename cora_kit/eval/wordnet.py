@@ -2,16 +2,18 @@
 
 NLTK's METEOR needs the WordNet corpus (``nltk_data/corpora/wordnet``), which
 ``nltk.download`` cannot fetch here. Debian's ``wordnet-base`` package installs the
-WordNet 3.0 database in ``/usr/share/wordnet`` with every file NLTK reads except
+WordNet 3.0 database in ``/usr/share/wordnet``; NLTK 3.9+ also reads ``index.sense`` when
+it loads the corpus (to map sense keys), which Debian ships in ``wordnet-sense-index``.
 ``lexnames``, WordNet's fixed list of the 45 lexicographer files (see lexnames(5WN)),
-which is generated below. (``index.sense`` is not shipped either; NLTK reads it only
-for ``lemma_from_key``, which METEOR does not use.)
+is in neither package and is generated below.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+import warnings
 from pathlib import Path
 
 from cora_kit.errors import CoraKitError
@@ -38,8 +40,8 @@ LEXNAMES: tuple[tuple[str, int], ...] = (
 #: files NLTK's WordNetCorpusReader needs, copied from the source folder
 REQUIRED_FILES: tuple[str, ...] = tuple(
     f"{kind}.{pos}" for kind in ("data", "index") for pos in ("noun", "verb", "adj", "adv")
-) + tuple(f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv"))
-OPTIONAL_FILES: tuple[str, ...] = ("cntlist.rev", "index.sense", "LICENSE", "README")
+) + tuple(f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv")) + ("index.sense",)
+OPTIONAL_FILES: tuple[str, ...] = ("cntlist.rev", "cntlist", "LICENSE", "README")
 
 
 def lexnames_text() -> str:
@@ -55,10 +57,10 @@ def default_dest() -> Path:
     return Path.home() / "nltk_data"
 
 
-def missing_source_message(source: Path) -> str:
+def missing_source_message(source: Path, missing: list[str]) -> str:
     return (
-        f"WordNet 3.0 database not found in {source} (need {', '.join(REQUIRED_FILES)})."
-        " Install Debian's 'wordnet-base' package (apt-get install wordnet-base), or pass"
+        f"WordNet 3.0 database not complete in {source} (missing: {', '.join(missing)})."
+        " Install Debian's packages: apt-get install wordnet-base wordnet-sense-index, or pass"
         " --source to a WordNet 3.0 'dict' folder"
     )
 
@@ -74,38 +76,52 @@ def setup_wordnet(
     source = Path(source)
     missing = [f for f in REQUIRED_FILES if not (source / f).is_file()]
     if missing:
-        raise CoraKitError(missing_source_message(source))
+        raise CoraKitError(missing_source_message(source, missing))
     root = Path(dest).expanduser() if dest is not None else default_dest()
     target = root / "corpora" / "wordnet"
     if target.exists() and any(target.iterdir()) and not force:
         raise CoraKitError(f"{target} already exists; pass --force to rebuild it")
-    tmp = target.with_name("wordnet.cora-kit-tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for name in REQUIRED_FILES + OPTIONAL_FILES:
-        if (source / name).is_file():
-            shutil.copyfile(source / name, tmp / name)
-    if (source / "lexnames").is_file():
-        shutil.copyfile(source / "lexnames", tmp / "lexnames")
-    else:
-        (tmp / "lexnames").write_text(lexnames_text(), encoding="ascii")
-    check_wordnet(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
+    with tempfile.TemporaryDirectory(prefix="cora-kit-wordnet-") as scratch:
+        tmp = Path(scratch) / "corpora" / "wordnet"
+        tmp.mkdir(parents=True)
+        for name in REQUIRED_FILES + OPTIONAL_FILES:
+            if (source / name).is_file():
+                shutil.copyfile(source / name, tmp / name)
+        if (source / "lexnames").is_file():
+            shutil.copyfile(source / "lexnames", tmp / "lexnames")
+        else:
+            (tmp / "lexnames").write_text(lexnames_text(), encoding="ascii")
+        check_wordnet(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(tmp), str(target))
     return target
 
 
 def check_wordnet(folder: str | Path) -> str:
-    """Load ``folder`` with NLTK's WordNet reader; return its version or raise."""
+    """Load ``folder`` with NLTK's WordNet reader; return its version or raise.
+
+    NLTK (3.9+) only opens files under an ``nltk.data.path`` root, so the folder's
+    nltk_data root (``folder/../..``) is added to that list for the check only.
+    """
+    import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
+    root = str(Path(folder).resolve().parent.parent)
+    added = root not in nltk.data.path
+    if added:
+        nltk.data.path.insert(0, root)
     try:
-        reader = WordNetCorpusReader(str(folder), None)
+        with warnings.catch_warnings():  # "multilingual functions not available": no OMW
+            warnings.simplefilter("ignore", UserWarning)
+            reader = WordNetCorpusReader(str(Path(folder).resolve()), None)
         version = reader.get_version()
         if not reader.synsets("dog"):
             raise ValueError("no synsets for 'dog'")
     except Exception as exc:
         raise CoraKitError(f"the WordNet corpus built in {folder} does not load: {exc}") from exc
+    finally:
+        if added:
+            nltk.data.path.remove(root)
     return version
