@@ -133,3 +133,18 @@ def test_layout_options():
     assert len(views) == 12 and t.layout.global_index is None
     assert [v.yaw_deg for v in views[:6]] == [60.0 * i for i in range(6)]
     assert [v.pitch_deg for v in views[6:]] == [60.0] * 3 + [-60.0] * 3
+
+
+def test_tile_command(tmp_path):
+    from PIL import Image
+
+    from cora_kit.cli import main
+
+    pano = tmp_path / "pano.png"
+    Image.fromarray((np.clip(smooth_erp(64, 128), 0, 1) * 255).astype(np.uint8)).save(pano)
+    out = tmp_path / "sheet.png"
+    assert main(["tile", str(pano), "--out", str(out), "--layout", "cubemap", "--show-overlap"]) == 0
+    assert Image.open(out).size[0] > 200
+    Image.new("RGB", (100, 70)).save(tmp_path / "odd.png")
+    assert main(["tile", str(tmp_path / "odd.png"), "--out", str(out)]) == 2
+    assert main(["tile", str(pano), "--out", str(out), "--layout", "e2q"]) == 2
