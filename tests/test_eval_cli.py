@@ -57,13 +57,16 @@ def test_json_output_has_values_nulls_and_reasons(files, monkeypatch, tmp_path) 
 
 
 @needs_java
-def test_table_and_run_folder_writes_scores(files, tmp_path) -> None:
+def test_table_and_run_folder_with_out(files, tmp_path) -> None:
     preds, refs = files
-    result = runner.invoke(app, ["eval", "--run", str(tmp_path), "-m", "bleu4,cider,spice"])
+    out = tmp_path / "eval.json"
+    args = ["eval", "--run", str(tmp_path), "-m", "bleu4,cider,spice", "--out", str(out)]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     for word in ("bleu4", "bleu1", "cider", "spice", "NaN", "unavailable"):
         assert word in result.output
-    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert not (tmp_path / "scores.json").exists()  # the run's own file is cora-kit run's
+    scores = json.loads(out.read_text())
     assert scores["cider"] > 0 and scores["spice"] is None and "spice" in scores["unavailable"]
 
 

@@ -6,8 +6,9 @@
 
 A run folder holds ``predictions.jsonl`` (``{"id", "prediction"}``) and, written beside it
 by ``cora-kit run``, ``references.jsonl`` (``{"id", "references": [...]}``: all references
-of each (image, query) of the dataset's test split). ``--run`` writes ``scores.json``
-there (the ``--json`` object). File formats: ``cora_kit.eval.scoring``.
+of each (image, query) of the dataset's test split). ``--run`` does not touch the run's
+own ``scores.json`` (written by ``cora-kit run``, with its control conditions); ``--out``
+writes the ``--json`` object to a file. File formats: ``cora_kit.eval.scoring``.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def eval_command(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (NaN as null)."),
     out: Path = typer.Option(
-        None, "--out", help="Also write the JSON object here (default with --run: scores.json)."
+        None, "--out", help="Also write the JSON object to this file."
     ),
     timeout: float = typer.Option(
         None, "--timeout", help="Seconds before a java metric is killed (default 600)."
@@ -117,7 +118,6 @@ def eval_command(
                     f"{references} not found: 'cora-kit run' writes it beside predictions.jsonl;"
                     " pass --references to score against another file"
                 )
-        out = out or run / "scores.json"
     if predictions is None or references is None:
         raise CoraKitError(
             "give --predictions and --references, or --run runs/NAME"

@@ -103,7 +103,8 @@ def _rows(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                kind = type(row).__name__
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {kind}")
             yield lineno, row
 
 

@@ -77,10 +77,7 @@ class Meteor(CocoMetric):
         assert proc is not None
         try:
             proc.write_lines(
-                [
-                    " ||| ".join(("SCORE", " ||| ".join(_clean(r) for r in gts[i]), _clean(res[i][0])))
-                    for i in ids
-                ]
+                [" ||| ".join(["SCORE", *map(_clean, gts[i]), _clean(res[i][0])]) for i in ids]
             )
             stats = [proc.readline() for _ in ids]
             bad = [s for s in stats if not s or s.startswith("Error")]

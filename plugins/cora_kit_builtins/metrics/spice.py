@@ -103,7 +103,8 @@ class Spice(CocoMetric):
         if jars is None:
             raise RuntimeError(self.available()[1])
         lib = spice_dir() / "lib"
-        return os.pathsep.join([str(spice_dir() / "spice-1.0.jar"), *map(str, jars), str(lib / "*")])
+        parts = [spice_dir() / "spice-1.0.jar", *jars, lib / "*"]
+        return os.pathsep.join(str(p) for p in parts)
 
     def score_tokenized(
         self, res: Mapping[str, list[str]], gts: Mapping[str, list[str]]
