@@ -36,7 +36,10 @@ def decode_erp(path: str | Path, size: tuple[int, int] | None = None) -> torch.T
             arr = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc})") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    # numpy, not torch ops: no intra-op thread pool spinning in the main process
+    chw = np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
+    chw *= np.float32(1.0 / 255.0)
+    return torch.from_numpy(chw)
 
 
 def _views(tiler: Callable[[torch.Tensor], Any] | None, erp: torch.Tensor) -> dict[str, torch.Tensor]:
