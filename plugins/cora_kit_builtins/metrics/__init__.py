@@ -14,14 +14,20 @@ from cora_kit.hookspecs import RegisterCallback, hookimpl
 def _java_backend() -> str:
     from cora_kit_builtins.metrics.java import find_java
 
-    java = find_java()
-    return f"pycocoevalcap + java ({java})" if java else "pycocoevalcap + java (missing)"
+    return "java" if find_java() else "java (missing)"
+
+
+def _spice_backend() -> str:
+    from cora_kit_builtins.metrics.spice import Spice
+
+    java = _java_backend()
+    return java if Spice().corenlp_jars() else f"{java}, CoreNLP missing"
 
 
 def _wordnet_backend() -> str:
     from cora_kit_builtins.metrics.meteor_nltk import wordnet_unavailable_reason
 
-    return "nltk + WordNet" if wordnet_unavailable_reason() is None else "nltk (WordNet missing)"
+    return "nltk" if wordnet_unavailable_reason() is None else "nltk, WordNet missing"
 
 
 @hookimpl
@@ -64,7 +70,7 @@ def register_metrics(register: RegisterCallback) -> None:
         "spice",
         spice.Spice,
         params=spice.SpiceParams,
-        backend=_java_backend,
+        backend=_spice_backend,
         description="COCO SPICE 1.0 (needs Stanford CoreNLP 3.6.0 jars; never downloads)",
     )
     register(
