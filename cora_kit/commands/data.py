@@ -11,9 +11,13 @@ from rich.table import Table
 
 from cora_kit.errors import DataError
 
-data_app = typer.Typer(help="Datasets: generate the synthetic set, check and show items.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Datasets: generate the synthetic set, check and show items.", no_args_is_help=True
+)
 
-_ON_BAD_ROW = typer.Option("error", "--on-bad-row", help="error: stop at the first bad row; skip: drop it and count it.")
+_ON_BAD_ROW = typer.Option(
+    "error", "--on-bad-row", help="error: stop at the first bad row; skip: drop it and count it."
+)
 _IMAGE_ROOT = typer.Option(None, "--image-root", help="Folder with the images (URLs map to it by file name).")
 
 
@@ -29,7 +33,14 @@ def synth(
     force: bool = typer.Option(False, "--force", help="Replace an existing set with other parameters."),
 ) -> None:
     """Generate the deterministic synthetic 360-degree query-captioning set (or reuse it)."""
-    from cora_kit.data.synth import SPLITS, SynthParams, ensure_synthetic, generate_synthetic, parse_size, read_metadata
+    from cora_kit.data.synth import (
+        SPLITS,
+        SynthParams,
+        ensure_synthetic,
+        generate_synthetic,
+        parse_size,
+        read_metadata,
+    )
 
     h, w = parse_size(size)
     t0 = time.perf_counter()
@@ -62,7 +73,9 @@ def check(
     split: str = typer.Option("train", "--split"),
     image_root: Path = _IMAGE_ROOT,
     on_bad_row: str = _ON_BAD_ROW,
-    stage1: bool = typer.Option(False, "--stage1", help="Load as Stage-1 images (a folder of panoramas works)."),
+    stage1: bool = typer.Option(
+        False, "--stage1", help="Load as Stage-1 images (a folder of panoramas works)."
+    ),
 ) -> None:
     """Load a split and print what was read and what was skipped (and why)."""
     from cora_kit.data.csv_loaders import load_images, load_split

@@ -137,8 +137,14 @@ def _describe(rng: np.random.Generator, scene: Scene) -> QueryAnswer | None:
     o = sky[0]
     p = SHORT_PHRASES[o.sector]
     canonical = f"a {o.name} {p}"
-    others = [f"there is a {o.name} {p}", f"a {o.name} in the sky {p}", f"{p} there is a {o.name}", f"the {o.name}, {p}"]
-    return QueryAnswer("describe", "describe the object above the horizon", _pick_refs(rng, canonical, others))
+    others = [
+        f"there is a {o.name} {p}",
+        f"a {o.name} in the sky {p}",
+        f"{p} there is a {o.name}",
+        f"the {o.name}, {p}",
+    ]
+    query = "describe the object above the horizon"
+    return QueryAnswer("describe", query, _pick_refs(rng, canonical, others))
 
 
 def _count(rng: np.random.Generator, scene: Scene) -> QueryAnswer:
@@ -179,7 +185,8 @@ def _colour(rng: np.random.Generator, scene: Scene) -> QueryAnswer | None:
     if not unique:
         return None
     o = unique[int(rng.integers(len(unique)))]
-    others = [f"it is {o.colour}", f"the {o.shape} is {o.colour}", f"a {o.colour} {o.shape}", f"{o.colour} colour"]
+    c = o.colour
+    others = [f"it is {c}", f"the {o.shape} is {c}", f"a {c} {o.shape}", f"{c} colour"]
     return QueryAnswer("colour", f"what colour is the {o.shape}?", _pick_refs(rng, o.colour, others))
 
 
@@ -193,7 +200,8 @@ def _relative(rng: np.random.Generator, scene: Scene) -> QueryAnswer:
     else:
         canonical = f"a {n.name}"
         others = [f"the {n.name}", f"there is a {n.name}", f"a {n.name} is to its {side}", f"i see a {n.name}"]
-    return QueryAnswer("relative", f"what is to the {side} of the {o.name}?", _pick_refs(rng, canonical, others))
+    query = f"what is to the {side} of the {o.name}?"
+    return QueryAnswer("relative", query, _pick_refs(rng, canonical, others))
 
 
 _BUILDERS = {

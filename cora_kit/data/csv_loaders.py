@@ -144,7 +144,8 @@ def resolve_image(url: str, csv_dir: Path, image_root: Path | None) -> Path:
     for c in candidates:
         if c.is_file():
             return c
-    raise _BadRow("missing image", "image not found: " + " or ".join(str(c) for c in dict.fromkeys(candidates)))
+    tried = " or ".join(str(c) for c in dict.fromkeys(candidates))
+    raise _BadRow("missing image", f"image not found: {tried}")
 
 
 def check_image(path: Path) -> None:
@@ -189,7 +190,10 @@ def _open_csv(path: Path):
     return f
 
 
-def _header(path: Path, reader, candidates: dict[str, tuple[str, ...]]) -> tuple[str, list[str], dict[str, int]]:
+def _header(
+    path: Path, reader, candidates: dict[str, tuple[str, ...]]
+) -> tuple[str, list[str], dict[str, int]]:
+    """The format whose columns the header holds, its columns and their indices."""
     try:
         header = [h.strip().lower() for h in next(reader)]
     except StopIteration:

@@ -27,7 +27,11 @@ def direction_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     lat = np.radians(lat_deg)
     cl = np.cos(lat)[:, None]
     dirs = np.stack(
-        [cl * np.cos(lon)[None, :], cl * np.sin(lon)[None, :], np.broadcast_to(np.sin(lat)[:, None], (height, width))],
+        [
+            cl * np.cos(lon)[None, :],
+            cl * np.sin(lon)[None, :],
+            np.broadcast_to(np.sin(lat)[:, None], (height, width)),
+        ],
         axis=-1,
     )
     dirs.setflags(write=False)
@@ -35,7 +39,9 @@ def direction_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return dirs, lat_deg
 
 
-def tangent_coords(dirs: np.ndarray, lon_deg: float, lat_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def tangent_coords(
+    dirs: np.ndarray, lon_deg: float, lat_deg: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gnomonic coordinates of directions ``[..., 3]`` around centre (lon, lat).
 
     Returns ``x, y`` (east, north; tan of the angle) and ``front`` (``d . c > 0``; only

@@ -132,15 +132,11 @@ def generate_synthetic(out_dir: str | Path, params: SynthParams, overwrite: bool
     (tmp / "images").mkdir(parents=True)
     try:
         counts = _generate_into(tmp, params)
-        (tmp / "metadata.json").write_text(
-            json.dumps(
-                {"generator": GENERATOR, "version": GENERATOR_VERSION, "params": asdict(params), "splits": counts},
-                indent=2,
-                sort_keys=True,
-            )
-            + "\n",
-            encoding="utf-8",
-        )
+        meta = {
+            "generator": GENERATOR, "version": GENERATOR_VERSION, "params": asdict(params), "splits": counts,
+        }
+        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+        (tmp / "metadata.json").write_text(text, encoding="utf-8")
         (tmp / "README.md").write_text(_readme(params, counts), encoding="utf-8")
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
@@ -189,7 +185,8 @@ def read_metadata(out_dir: str | Path) -> dict:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"{path}: not found (is {out_dir} a synthetic set? run `cora-kit data synth`)") from None
+        hint = f"is {out_dir} a synthetic set? run `cora-kit data synth`"
+        raise DataError(f"{path}: not found ({hint})") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: invalid JSON ({exc})") from None
     if meta.get("generator") != GENERATOR:
