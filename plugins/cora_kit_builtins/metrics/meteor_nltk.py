@@ -2,7 +2,7 @@
 
 Needs the NLTK WordNet corpus; ``nltk.download`` cannot run offline, so when it is
 absent the metric is unavailable with the reason (``cora-kit eval setup-wordnet``
-builds it from Debian's ``wordnet-base``). Captions are lowercased and split on
+builds it from Debian's ``wordnet-base`` + ``wordnet-sense-index``). Captions are lowercased and split on
 whitespace (NLTK's METEOR takes pre-tokenised input); NLTK's defaults otherwise
 (alpha 0.9, beta 3, gamma 0.5, Porter stemmer). Not the same numbers as COCO ``meteor``.
 """
@@ -28,7 +28,7 @@ def wordnet_unavailable_reason() -> str | None:
     return (
         "unavailable: NLTK WordNet corpus not found (searched "
         + ", ".join(nltk.data.path)
-        + "); install Debian's wordnet-base and run 'cora-kit eval setup-wordnet'"
+        + "); apt-get install wordnet-base wordnet-sense-index, then 'cora-kit eval setup-wordnet'"
     )
 
 
