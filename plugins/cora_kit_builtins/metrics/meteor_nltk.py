@@ -2,8 +2,9 @@
 
 Needs the NLTK WordNet corpus; ``nltk.download`` cannot run offline, so when it is
 absent the metric is unavailable with the reason (``cora-kit eval setup-wordnet``
-builds it from Debian's ``wordnet-base`` + ``wordnet-sense-index``). Captions are lowercased and split on
-whitespace (NLTK's METEOR takes pre-tokenised input); NLTK's defaults otherwise
+builds it from Debian's ``wordnet-base`` + ``wordnet-sense-index``). Captions are
+lowercased and split on whitespace (NLTK's METEOR takes pre-tokenised input); NLTK's
+defaults otherwise
 (alpha 0.9, beta 3, gamma 0.5, Porter stemmer). Not the same numbers as COCO ``meteor``.
 """
 
