@@ -5,7 +5,7 @@ Every pixel centre ``(row, col)`` of an ``H x W`` ERP is the direction
 is defined in the plane tangent to the sphere at the object's centre (gnomonic
 coordinates, x to the east/right, y to the north/up), so the ERP shows it with exactly
 the distortion a real panorama has: wider near the poles, split across the +-180 seam.
-Vectorised numpy over the rows the object can reach.
+Vectorised numpy over the window of rows and columns the object can reach.
 """
 
 from __future__ import annotations
@@ -70,24 +70,38 @@ def shape_mask(shape: str, x: np.ndarray, y: np.ndarray, half: float) -> np.ndar
     raise ValueError(f"unknown shape '{shape}'")
 
 
-def _row_band(obj: SceneObject, lat_rows: np.ndarray) -> tuple[int, int]:
-    """Rows whose latitude is within the object's bounding cap (a great-circle distance
-    is at least the latitude difference)."""
+def _window(obj: SceneObject, lat_rows: np.ndarray, width: int) -> tuple[int, int, np.ndarray | slice]:
+    """Rows ``[r0, r1)`` and columns (wrapped indices, or all) that can hold the object.
+
+    A great-circle distance is at least the latitude difference, and a cap of radius
+    ``rho`` around latitude ``phi`` spans at most ``asin(sin rho / cos phi)`` of
+    longitude when it does not cover a pole.
+    """
     reach = bounding_radius(obj) + 1.0
     rows = np.nonzero(np.abs(lat_rows - obj.lat) <= reach)[0]
     if rows.size == 0:
-        return 0, 0
-    return int(rows[0]), int(rows[-1]) + 1
+        return 0, 0, slice(None)
+    r0, r1 = int(rows[0]), int(rows[-1]) + 1
+    if abs(obj.lat) + reach >= 89.0:
+        return r0, r1, slice(None)
+    dlon = math.degrees(math.asin(min(1.0, math.sin(math.radians(reach)) / math.cos(math.radians(obj.lat)))))
+    centre = (obj.lon / 360.0 + 0.5) * width - 0.5
+    half = dlon / 360.0 * width + 2.0
+    lo, hi = math.floor(centre - half), math.ceil(centre + half)
+    if hi - lo + 1 >= width:
+        return r0, r1, slice(None)
+    return r0, r1, np.arange(lo, hi + 1) % width
 
 
 def object_mask(obj: SceneObject, height: int, width: int) -> np.ndarray:
     """Boolean ``[H, W]``: the ERP pixels whose centre lies inside the object."""
     dirs, lat_rows = direction_grid(height, width)
     mask = np.zeros((height, width), dtype=bool)
-    r0, r1 = _row_band(obj, lat_rows)
+    r0, r1, cols = _window(obj, lat_rows, width)
     if r1 > r0:
-        x, y, front = tangent_coords(dirs[r0:r1], obj.lon, obj.lat)
-        mask[r0:r1] = front & shape_mask(obj.shape, x, y, math.tan(math.radians(obj.radius)))
+        x, y, front = tangent_coords(dirs[r0:r1, cols], obj.lon, obj.lat)
+        band = mask[r0:r1]
+        band[:, cols] = front & shape_mask(obj.shape, x, y, math.tan(math.radians(obj.radius)))
     return mask
 
 
@@ -103,14 +117,15 @@ def render_erp(scene: Scene, height: int, width: int) -> np.ndarray:
     rows = np.where(lat_rows[:, None] > 0, sky, ground)
     img = np.broadcast_to(rows[:, None, :], (height, width, 3)).copy()
     for obj in scene.objects:
-        r0, r1 = _row_band(obj, lat_rows)
+        r0, r1, cols = _window(obj, lat_rows, width)
         if r1 <= r0:
             continue
         half = math.tan(math.radians(obj.radius))
-        x, y, front = tangent_coords(dirs[r0:r1], obj.lon, obj.lat)
+        x, y, front = tangent_coords(dirs[r0:r1, cols], obj.lon, obj.lat)
         inside = front & shape_mask(obj.shape, x, y, half)
         shade = 0.9 + 0.1 * np.clip(y / half, -1.0, 1.0)
         colour = np.asarray(COLOURS[obj.colour])
-        band = img[r0:r1]
-        band[inside] = (shade[inside, None] * colour[None, :]).clip(0.0, 1.0)
+        window = img[r0:r1, cols]  # a copy when cols are indices
+        window[inside] = (shade[inside, None] * colour[None, :]).clip(0.0, 1.0)
+        img[r0:r1, cols] = window
     return (img * 255.0 + 0.5).astype(np.uint8)
