@@ -70,7 +70,12 @@ def match_index(
             f"correspondences were built for grid {tuple(correspondences.grid_hw)}; features use {(h, w)}"
         )
     if not correspondences.pairs:
-        raise ValueError("correspondences has no overlapping pairs; nothing to align")
+        name = correspondences.layout_name
+        raise ValueError(
+            (f"tiler layout '{name}' has no overlapping views" if name else "correspondences has no overlapping pairs")
+            + "; nothing to align: an overlap loss needs overlapping views (e.g. tiler 'e2p' or 'erp-grid'),"
+            " or use loss 'none' with this tiler"
+        )
     view_indices = list(correspondences.view_indices)
     if view_indices and len(view_indices) != num_views:
         raise ValueError(
@@ -110,10 +115,13 @@ def match_index(
         sizes.append(int(idx.numel()))
     if sum(sizes) == 0:
         raise ValueError("correspondences has no matched patches; nothing to align")
+    dst, weight = torch.cat(dsts), torch.cat(weights)
+    used = (weight != 0).any(dim=0)  # drop corners no match uses (integer partners: K=1)
+    used[0] = True
     return MatchIndex(
         src=torch.cat(srcs).to(device),
-        dst=torch.cat(dsts).to(device),
-        weight=torch.cat(weights).to(device),
+        dst=dst[:, used].contiguous().to(device),
+        weight=weight[:, used].contiguous().to(device),
         pair_sizes=tuple(sizes),
     )
 
