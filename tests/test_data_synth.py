@@ -54,6 +54,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
     assert a == b
     assert {"metadata.json", "README.md", "scenes.jsonl", "train.csv", "val.csv", "test.csv",
             "stage1_train.csv", "stage1_val.csv", "images/train_000000.png"} <= set(a)
+    assert _tree_hashes(generate_synthetic(tmp_path / "w", params, workers=2)) == a  # any worker count
     other = _tree_hashes(generate_synthetic(tmp_path / "c", SynthParams(4, 2, 2, 32, 64, seed=8)))
     assert other["images/train_000000.png"] != a["images/train_000000.png"]
 

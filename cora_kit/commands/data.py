@@ -31,6 +31,7 @@ def synth(
     seed: int = typer.Option(0, "--seed"),
     queries_per_image: int = typer.Option(2, "--queries-per-image", min=1),
     force: bool = typer.Option(False, "--force", help="Replace an existing set with other parameters."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes rendering images (same files)."),
 ) -> None:
     """Generate the deterministic synthetic 360-degree query-captioning set (or reuse it)."""
     from cora_kit.data.synth import (
@@ -46,11 +47,11 @@ def synth(
     t0 = time.perf_counter()
     if force and out.exists():
         params = SynthParams(n_train, n_val, n_test, h, w, seed, queries_per_image)
-        generate_synthetic(out, params, overwrite=True)
+        generate_synthetic(out, params, overwrite=True, workers=workers)
         action = "generated"
     else:
         existed = out.exists()
-        ensure_synthetic(out, n_train, n_val, n_test, (h, w), seed, queries_per_image)
+        ensure_synthetic(out, n_train, n_val, n_test, (h, w), seed, queries_per_image, workers)
         action = "reused" if existed else "generated"
     meta = read_metadata(out)
     table = Table(title=f"synthetic set {action}: {out} ({time.perf_counter() - t0:.1f} s)")

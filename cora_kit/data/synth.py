@@ -24,13 +24,14 @@ import io
 import json
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from cora_kit.data.captions import make_queries
+from cora_kit.data.captions import QueryAnswer, make_queries
 from cora_kit.data.render import render_erp
 from cora_kit.data.scene import Scene, sample_scene
 from cora_kit.errors import DataError
@@ -117,8 +118,12 @@ def _readme(params: SynthParams, counts: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines)
 
 
-def generate_synthetic(out_dir: str | Path, params: SynthParams, overwrite: bool = False) -> Path:
+def generate_synthetic(
+    out_dir: str | Path, params: SynthParams, overwrite: bool = False, workers: int = 1
+) -> Path:
     """Write the set described in the module docstring to ``out_dir``; returns it.
+
+    ``workers`` processes render images in parallel; the files do not depend on it.
 
     Refuses to replace an existing ``out_dir`` unless ``overwrite``; the new set is built
     beside it and swapped in only when complete.
@@ -131,7 +136,7 @@ def generate_synthetic(out_dir: str | Path, params: SynthParams, overwrite: bool
         shutil.rmtree(tmp)
     (tmp / "images").mkdir(parents=True)
     try:
-        counts = _generate_into(tmp, params)
+        counts = _generate_into(tmp, params, workers)
         meta = {
             "generator": GENERATOR, "version": GENERATOR_VERSION, "params": asdict(params), "splits": counts,
         }
@@ -152,30 +157,42 @@ def generate_synthetic(out_dir: str | Path, params: SynthParams, overwrite: bool
     return out_dir
 
 
-def _generate_into(root: Path, params: SynthParams) -> dict[str, dict[str, int]]:
+def _make_image(job: tuple[Path, SynthParams, str, int]) -> tuple[str, Scene, list[QueryAnswer]]:
+    """Build, render and write image ``index`` of ``split``; returns its path, scene, queries."""
+    root, params, split, index = job
+    rng = image_rng(params.seed, split, index)
+    scene = sample_scene(rng, params.min_objects, params.max_objects)
+    qas = make_queries(rng, scene, params.queries_per_image)
+    rel = f"images/{split}_{index:06d}.png"
+    (root / rel).write_bytes(png_bytes(render_erp(scene, params.height, params.width)))
+    return rel, scene, qas
+
+
+def _generate_into(root: Path, params: SynthParams, workers: int) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
-    with (root / "scenes.jsonl").open("w", encoding="utf-8", newline="\n") as scenes_f:
-        for split in SPLITS:
-            rows: list[list[str]] = []
-            images: list[list[str]] = []
-            n_samples = 0
-            for i in range(params.count(split)):
-                rng = image_rng(params.seed, split, i)
-                scene = sample_scene(rng, params.min_objects, params.max_objects)
-                qas = make_queries(rng, scene, params.queries_per_image)
-                image_id = f"{split}_{i:06d}"
-                rel = f"images/{image_id}.png"
-                (root / rel).write_bytes(png_bytes(render_erp(scene, params.height, params.width)))
-                record = {"id": image_id, "split": split, "image": rel, "scene": scene.to_json()}
-                scenes_f.write(json.dumps(record, sort_keys=True) + "\n")
-                images.append([rel])
-                for qa in qas:
-                    n_samples += 1
-                    rows.extend([rel, qa.query, ref] for ref in qa.references)
-            _write_csv(root / f"{split}.csv", ["url", "query", "annotation"], rows)
-            if split in STAGE1_SPLITS:
-                _write_csv(root / f"stage1_{split}.csv", ["url"], images)
-            counts[split] = {"images": len(images), "samples": n_samples, "rows": len(rows)}
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        with (root / "scenes.jsonl").open("w", encoding="utf-8", newline="\n") as scenes_f:
+            for split in SPLITS:
+                jobs = [(root, params, split, i) for i in range(params.count(split))]
+                made = pool.map(_make_image, jobs, chunksize=32) if pool else map(_make_image, jobs)
+                rows: list[list[str]] = []
+                images: list[list[str]] = []
+                n_samples = 0
+                for rel, scene, qas in made:  # in index order whatever the worker count
+                    record = {"id": Path(rel).stem, "split": split, "image": rel, "scene": scene.to_json()}
+                    scenes_f.write(json.dumps(record, sort_keys=True) + "\n")
+                    images.append([rel])
+                    n_samples += len(qas)
+                    for qa in qas:
+                        rows.extend([rel, qa.query, ref] for ref in qa.references)
+                _write_csv(root / f"{split}.csv", ["url", "query", "annotation"], rows)
+                if split in STAGE1_SPLITS:
+                    _write_csv(root / f"stage1_{split}.csv", ["url"], images)
+                counts[split] = {"images": len(images), "samples": n_samples, "rows": len(rows)}
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return counts
 
 
@@ -216,9 +233,11 @@ def ensure_synthetic(
     size: tuple[int, int] | str = (256, 512),
     seed: int = 0,
     queries_per_image: int = 2,
+    workers: int = 1,
 ) -> Path:
     """Generate the set in ``out_dir``, or reuse it when its metadata matches these
-    parameters and the generator version; a mismatch is a DataError (never overwritten)."""
+    parameters and the generator version; a mismatch is a DataError (never overwritten).
+    ``workers`` parallelises generation (the files are the same for any value)."""
     h, w = parse_size(size) if isinstance(size, str) else size
     params = SynthParams(
         n_train=n_train, n_val=n_val, n_test=n_test, height=h, width=w, seed=seed,
@@ -226,7 +245,7 @@ def ensure_synthetic(
     )
     out_dir = Path(out_dir)
     if not out_dir.exists():
-        return generate_synthetic(out_dir, params)
+        return generate_synthetic(out_dir, params, workers=workers)
     meta = read_metadata(out_dir)
     want = {"version": GENERATOR_VERSION, "params": asdict(params)}
     got = {"version": meta.get("version"), "params": meta.get("params")}
