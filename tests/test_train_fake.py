@@ -112,7 +112,8 @@ class FakeCoraModel(nn.Module):
         return loss
 
     def overlap_loss(self, latent: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        tiles = latent[:, self.correspondences.view_indices]
+        idx = self.correspondences.view_indices
+        tiles = latent[:, idx] if latent.shape[1] == self.layout.num_views else latent
         head = self.overlap_head(tiles)
         src, dst = matched_features(head, self.correspondences, self.grid)
         inv = F.mse_loss(src, dst)

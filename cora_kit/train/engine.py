@@ -29,7 +29,7 @@ from cora_kit.train import distributed as dist_utils
 from cora_kit.train.data import Splits, load_splits
 from cora_kit.train.progress import StageProgress
 from cora_kit.train.run_dir import RunDir
-from cora_kit.train.stages import STEP_FNS, FeatureProvider, epoch_order, plan_steps, warmup_cosine
+from cora_kit.train.stages import STEP_FNS, FeatureProvider, epoch_order, plan_steps, stage1_views, warmup_cosine
 
 
 class NonFiniteLossError(CoraKitError, FloatingPointError):
@@ -121,7 +121,8 @@ def _train_stage(ctx: _Ctx, model: Any, stage: int, items: Sequence[dict[str, An
         raise CoraKitError(f"stage {stage}: the training split is empty")
 
     seed_everything(ctx.config.seed * 1000 + stage)
-    provider = FeatureProvider(model, stage, str(ctx.cache_dir), ctx.device, batch_size=ctx.config.eval.batch_size)
+    views = stage1_views(model) if stage == 1 else None  # seed: Stage 1 sees the tiles only
+    provider = FeatureProvider(model, stage, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, views)
     mine = items[ctx.dist.rank :: ctx.dist.world_size]
     n_new = provider.fill(mine)
     dist_utils.barrier(ctx.dist)
@@ -189,13 +190,13 @@ def _train_stage(ctx: _Ctx, model: Any, stage: int, items: Sequence[dict[str, An
                     batch = [items[i] for i in orders[epoch][idx * cfg.batch_size : (idx + 1) * cfg.batch_size]]
                     hidden = provider.features(batch)
                     sync = a == cfg.grad_accum - 1 or not ctx.dist.enabled
-                    no_sync = contextlib.nullcontext() if sync else runner.no_sync()
-                    with no_sync, _autocast(ctx.device, ctx.config.precision):
-                        loss, step_logs = runner(hidden, batch)
-                    value = float(loss.detach())
-                    if dist_utils.any_rank(not math.isfinite(value), ctx.dist, ctx.device):
-                        raise NonFiniteLossError(stage, step + 1, value, last_ckpt)
-                    with no_sync:
+                    # DDP all-reduces gradients only on the last micro-batch of a step
+                    with contextlib.nullcontext() if sync else runner.no_sync():
+                        with _autocast(ctx.device, ctx.config.precision):
+                            loss, step_logs = runner(hidden, batch)
+                        value = float(loss.detach())
+                        if dist_utils.any_rank(not math.isfinite(value), ctx.dist, ctx.device):
+                            raise NonFiniteLossError(stage, step + 1, value, last_ckpt)
                         (loss / cfg.grad_accum).backward()
                     for k, v in {"loss": value, **step_logs}.items():
                         logs[k] = logs.get(k, 0.0) + v / cfg.grad_accum

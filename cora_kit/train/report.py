@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from cora_kit.train.stages import FeatureProvider
+from cora_kit.train.stages import FeatureProvider, stage1_views
 
 CONDITIONS = ("panorama", "blank", "shuffled")
 
@@ -34,9 +34,9 @@ def stage1_diagnostics(model: Any, items: Sequence[dict[str, Any]], ctx: Any) ->
     """Seed's ``val_*`` diagnostics of the overlap head on the tiles of ``items``."""
     from cora_kit.eval.diagnostics import stage1_diagnostics as diagnose
 
-    provider = FeatureProvider(model, 1, str(ctx.cache_dir), ctx.device, batch_size=ctx.config.eval.batch_size)
+    tiles = stage1_views(model)
+    provider = FeatureProvider(model, 1, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, tiles)
     corr = model.correspondences
-    tiles = corr.view_indices or list(model.layout.tile_indices)
     heads, lats = [], []
     was_training = model.training
     model.eval()
@@ -44,7 +44,7 @@ def stage1_diagnostics(model: Any, items: Sequence[dict[str, Any]], ctx: Any) ->
         with torch.random.fork_rng(devices=[]):
             for batch in _batches(items, ctx.config.eval.batch_size):
                 latent = model.resample(model.encode_trainable(provider.features(batch), 1))
-                lat_tiles = latent[:, tiles]
+                lat_tiles = latent[:, tiles] if latent.shape[1] != len(tiles) else latent
                 lats.append(lat_tiles.float().cpu())
                 heads.append(model.overlap_head(lat_tiles).float().cpu())
     finally:

@@ -127,16 +127,21 @@ class FeatureProvider:
     """Frozen-encoder output per item, computed once and served from a ``FeatureCache``.
 
     ``stage`` selects what is frozen (``model.encode_frozen(views, stage)``); the cache
-    key is ``model.encoder_cache_key(stage)``. Items are dicts with ``"erp"`` ``[3,H,W]``
+    key is ``model.encoder_cache_key(stage)`` plus ``views`` (a subset of the layout's
+    views, e.g. the tiles for Stage 1; None: all). Items are dicts with ``"erp"`` ``[3,H,W]``
     and (optionally) ``"image_path"``; image hashes are memoised per path.
     """
 
-    def __init__(self, model: Any, stage: int, cache_dir: str, device: torch.device, batch_size: int = 8) -> None:
+    def __init__(
+        self, model: Any, stage: int, cache_dir: str, device: torch.device, batch_size: int = 8,
+        views: Sequence[int] | None = None,
+    ) -> None:
         self.model = model
         self.stage = stage
         self.device = device
         self.batch_size = batch_size
-        self.cache = FeatureCache(cache_dir, model.encoder_cache_key(stage))
+        self.views = list(views) if views is not None else None
+        self.cache = FeatureCache(cache_dir, f"{model.encoder_cache_key(stage)}|views={self.views or 'all'}")
         self._hashes: dict[str, str] = {}
 
     def item_hash(self, item: dict[str, Any]) -> str:
@@ -153,8 +158,10 @@ class FeatureProvider:
         """Encode in a forked RNG, so a cache hit or miss never changes the training RNG."""
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            erp = torch.stack(erps).to(self.device)
-            return self.model.encode_frozen(self.model.tile(erp), self.stage).float().cpu()
+            views = self.model.tile(torch.stack(erps).to(self.device))
+            if self.views is not None:
+                views = views[:, self.views]
+            return self.model.encode_frozen(views, self.stage).float().cpu()
 
     def fill(self, items: Sequence[dict[str, Any]], on_chunk: Callable[[int], None] | None = None) -> int:
         """Compute and store the features of every item not cached yet; returns how many."""
@@ -189,6 +196,11 @@ class FeatureProvider:
             self.cache.put(fresh)
             got.update(fresh)
         return torch.stack([got[h] for h in hashes]).to(self.device)
+
+
+def stage1_views(model: Any) -> list[int]:
+    """Stage 1 runs on the tiles only (the views the overlap correspondences cover)."""
+    return list(model.correspondences.view_indices or model.layout.tile_indices)
 
 
 def count_trainable(module: nn.Module) -> int:
