@@ -147,7 +147,7 @@ def test_resume_state_refuses_arbitrary_pickles(tmp_path: Path) -> None:
 
 
 def test_learning_beats_controls(tmp_path: Path) -> None:
-    cfg = tiny_config(**{"stages.stage2.max_steps": 30, "stages.stage3.max_steps": 2})
+    cfg = tiny_config(**{"stages.stage2.max_steps": 40, "stages.stage2.epochs": 5, "stages.stage2.lr": 0.1, "stages.stage3.max_steps": 2})
     result = _run(tmp_path, config=cfg, splits=make_splits(64, 8, 16))
     s = result.scores
     assert s["panorama"]["cider"] > s["blank"]["cider"]
