@@ -297,6 +297,11 @@ class CoraModel(nn.Module):
         trainable weights, or no LoRA / projector weights where the seed trains them).
         """
         groups = self.stage_groups(stage)
+        # zero-initialised LoRA is an exact no-op: skip its compute before Stage 3
+        set_active = getattr(self.llm, "set_lora_active", None)
+        if set_active is not None:
+            lora_is_zero = getattr(self.llm, "lora_is_zero", lambda: False)()
+            set_active(stage == 3 or not lora_is_zero)
         for p in self.parameters():
             p.requires_grad_(False)
         allowed: set[int] = set()

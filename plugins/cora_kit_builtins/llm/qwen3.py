@@ -11,6 +11,7 @@ unless the user asks for it.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -156,8 +157,26 @@ class Qwen3Adapter(LLMAdapter):
         config = LoraConfig(
             r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), task_type="CAUSAL_LM"
         )
-        self.model = get_peft_model(self.model, config)
+        with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            self.model = get_peft_model(self.model, config)
         self.lora_enabled = True
+
+    def set_lora_active(self, active: bool) -> None:
+        """Run (True) or skip (False) the adapter layers; skipping is refused once an
+        adapter is non-zero, since only a zero adapter is a no-op."""
+        if not self.lora_enabled:
+            return
+        if not active and not self.lora_is_zero():
+            raise RuntimeError("LoRA adapters are trained (non-zero); skipping them would change the model")
+        if active:
+            self.model.base_model.enable_adapter_layers()
+        else:
+            self.model.base_model.disable_adapter_layers()
+
+    def lora_is_zero(self) -> bool:
+        """True when every ``lora_B`` is zero (the adapters do not change the LM yet)."""
+        return not any(bool(p.detach().any()) for n, p in self.model.named_parameters() if "lora_B" in n)
 
     def lora_parameters(self) -> list[nn.Parameter]:
         """The LoRA adapter weights (empty before ``enable_lora``)."""
