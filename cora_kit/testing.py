@@ -16,8 +16,8 @@ each check builds the plugin at a small config, feeds it small inputs and raises
 * from the shell: ``cora-kit check-plugin my-resampler``.
 
 Small configs: a plugin's params model may set ``testing_params: ClassVar[dict]`` (e.g.
-``{"hidden_dim": 64}``); resamplers also get ``in_dim``/``out_dim`` of 32/48 (32/32 when the
-defaults are equal). ``params=`` overrides both. A loss that is exactly zero when the two
+``{"num_layers": 1}``); resamplers also get ``in_dim``/``out_dim`` of 32/48 (32/32 when the
+defaults are equal) and ``hidden_dim`` 64. ``params=`` overrides both. A loss that is exactly zero when the two
 sides of every correspondence are identical declares ``zero_for_identical_pairs = True``.
 """
 
@@ -150,14 +150,16 @@ def _close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1
 
 
 def small_params(spec: PluginSpec, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Params for a fast check run: ``testing_params`` of the params model, small resampler
-    dims, then ``overrides``."""
+    """Params for a fast check run: small resampler dims (``in_dim``/``out_dim`` 32/48,
+    ``hidden_dim`` 64), then ``testing_params`` of the params model, then ``overrides``."""
     params: dict[str, Any] = {}
     model = spec.params_model
     fields = model.model_fields if model is not None else {}
     if spec.kind == "resampler" and {"in_dim", "out_dim"} <= set(fields):
         same = fields["in_dim"].default == fields["out_dim"].default
         params.update(in_dim=32, out_dim=32 if same else 48)
+        if "hidden_dim" in fields:
+            params["hidden_dim"] = 64
     params.update(dict(getattr(model, "testing_params", None) or {}))
     params.update(dict(overrides or {}))
     return params

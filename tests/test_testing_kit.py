@@ -31,6 +31,24 @@ SLOW_PLUGINS = {("metric", "meteor"), ("metric", "spice")}
 _SUBJECTS: dict[tuple[str, str], T.Subject] = {}
 
 
+def _tiny_arch(kind: str) -> dict:
+    """Random-init small config of the tiny preset (no weights needed)."""
+    import yaml
+    from importlib.resources import files
+
+    tiny = yaml.safe_load((files("cora_kit.configs") / "tiny.yaml").read_text())["model"]
+    return {"random_init": True, "arch": tiny[kind]["arch"]}
+
+
+#: {(kind, name): params} on top of cora_kit.testing.small_params, to keep checks fast
+#: (these plugins could declare them as ``testing_params`` on their params models instead)
+TEST_PARAMS: dict[tuple[str, str], object] = {
+    ("resampler", "bimamba"): lambda: {"num_layers": 1, "d_state": 16},
+    ("encoder", "siglip2"): lambda: _tiny_arch("encoder"),
+    ("llm", "qwen3"): lambda: _tiny_arch("llm"),
+}
+
+
 def _every_check() -> list:
     out = []
     for info in cora_kit.list_plugins():
@@ -47,7 +65,8 @@ def _every_check() -> list:
 def test_every_registered_plugin_passes(kind, qualified, check_name):
     key = (kind, qualified)
     if key not in _SUBJECTS:
-        _SUBJECTS[key] = T.make_subject(kind, qualified)
+        extra = TEST_PARAMS.get((kind, qualified.split(":", 1)[1]))
+        _SUBJECTS[key] = T.make_subject(kind, qualified, extra() if extra else None)
     subject = _SUBJECTS[key]
     check = next(c for c in T.checks_for(kind) if c.name == check_name)
     known = KNOWN_FAILURES.get((kind, subject.spec.name))
