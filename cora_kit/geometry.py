@@ -99,12 +99,14 @@ class Correspondences:
 
     ``view_indices``: the layout views taking part, in the order a loss's feature tensor
     ``[B, len(view_indices), P, D]`` holds them. ``pairs[i].src/dst`` index ``layout.views``.
+    ``layout_name``: the layout they were built from (named in errors; "" if unknown).
     """
 
     pairs: list[OverlapPair]
     grid_hw: tuple[int, int]
     mode: str = "geometric"
     view_indices: list[int] = field(default_factory=list)
+    layout_name: str = ""
 
 
 # --- directions -----------------------------------------------------------------
@@ -268,7 +270,7 @@ def overlap_correspondences(
         raise ValueError(f"grid_hw must be positive; got {grid_hw}")
     views = [i for i, v in enumerate(layout.views) if include_global or not v.is_global]
     if mode == "seed-strip":
-        return Correspondences(_seed_strip_pairs(layout, grid_hw, k), grid_hw, mode, views)
+        return Correspondences(_seed_strip_pairs(layout, grid_hw, k), grid_hw, mode, views, layout.name)
     if mode != "geometric":
         raise ValueError(f"mode must be 'geometric' or 'seed-strip'; got {mode!r}")
     dirs = patch_dirs(layout, grid_hw)
@@ -281,7 +283,7 @@ def overlap_correspondences(
             idx = visible.nonzero().squeeze(1)
             if idx.numel():
                 pairs.append(OverlapPair(a, b, idx, rowcol[idx].to(torch.float32)))
-    return Correspondences(pairs, grid_hw, mode, views)
+    return Correspondences(pairs, grid_hw, mode, views, layout.name)
 
 
 def rings(layout: TileLayout) -> list[list[int]]:

@@ -22,7 +22,7 @@ class StrideViewsParams(StitcherParams):
 
 
 class StrideViewsStitcher(Stitcher):
-    """One ring of perspective tiles -> ``[gh, gw + (n-1) keep]`` token panorama (+ global)."""
+    """One ring of perspective (or ERP-crop) tiles -> ``[gh, gw + (n-1) keep]`` token panorama (+ global)."""
 
     def __init__(self, include_global: bool = True, keep_cols: int | None = None) -> None:
         self.include_global = include_global
@@ -48,12 +48,13 @@ class StrideViewsStitcher(Stitcher):
 
     def select(self, layout: TileLayout, grid: Grid) -> TokenPositions:
         gh, gw = check_grid(grid)
-        bad = [v.projection for v in layout.views if not v.is_global and v.projection != "perspective"]
+        kinds = sorted({v.projection for v in layout.views if not v.is_global})
         ring_list = rings(layout)
-        if bad or len(ring_list) != 1:
+        # ERP-crop tiles (erp-grid) overlap exactly by column, so the strip drop is exact there
+        if kinds not in (["perspective"], ["erp-crop"]) or len(ring_list) != 1:
             raise ValueError(
-                f"stride-views expects one ring of perspective tiles; layout '{layout.name}' has "
-                f"{len(ring_list)} rings" + (f" and {bad[0]} views" if bad else "")
+                f"stride-views expects one ring of perspective tiles (or of erp-crop tiles); layout "
+                f"'{layout.name}' has {len(ring_list)} rings of {'/'.join(kinds) or 'no'} views"
                 + "; use 'nearest-view' or 'concat'"
             )
         ring = ring_list[0]

@@ -11,7 +11,7 @@ from cora_kit.hookspecs import RegisterCallback, hookimpl
 @hookimpl
 def register_tilers(register: RegisterCallback) -> None:
     """Register the built-in tilers."""
-    from cora_kit_builtins.tilers import e2p
+    from cora_kit_builtins.tilers import e2p, erp_baselines
 
     register(
         "e2p",
@@ -26,4 +26,18 @@ def register_tilers(register: RegisterCallback) -> None:
         params=e2p.CubemapParams,
         backend="torch grid_sample",
         description="global view + 6 cube faces (FOV 90)",
+    )
+    register(
+        "erp-grid",
+        erp_baselines.ERPGridTiler,
+        params=erp_baselines.ERPGridParams,
+        backend="torch grid_sample",
+        description="baseline: global view + 8 unprojected ERP crops (90 x 180 deg, stride 45, 256 px)",
+    )
+    register(
+        "erp-global",
+        erp_baselines.ERPGlobalTiler,
+        params=erp_baselines.ERPGlobalParams,
+        backend="torch avg_pool2d",
+        description="baseline: the whole ERP resized to one 256 px view (what a plain VLM sees)",
     )
