@@ -37,6 +37,7 @@ def _fwd_bwd(fn, ins, gy_seed: int = 1):
         (1, 16, 7, 4, 16, 1 << 19),  # one chunk
         (3, 20, 9, 4, 3, 24),  # several channel tiles (tile width 2) and chunks
         (2, 9, 4, 2, 1, 1 << 19),  # chunk of one step
+        (3, 10, 4, 2, 2, 32),  # batch groups of 2 (last group of 1)
     ],
 )
 def test_matches_sequential_reference_float64(monkeypatch, b, L, d, n, chunk, tile):

@@ -14,9 +14,10 @@ multiplicative recurrence (exp(delta*A) precomputed per chunk, then one in-place
 ``addcmul_`` per step), which is stable for any delta >= 0: every factor is in
 (0, 1]. Only the state at each chunk boundary is saved ([b, L/T, d, n]); backward
 recomputes one chunk at a time and runs the adjoint recurrence, so activation memory
-is O(b*d*n*(L/T + T)) instead of O(b*L*d*n). Work is tiled over (batch, channel) so
-that one chunk's buffers stay near cache size; the buffers are allocated once per call
-and reused (large fresh allocations cost page faults on glibc).
+is O(b*d*n*(L/T + T)) instead of O(b*L*d*n). Work is tiled over (batch group, channel)
+so that one step's state stays near L2 size; the chunk buffers are allocated once per
+call and reused (large fresh allocations cost page faults on glibc). Internally the
+layout is time-major ``[L, b, ...]`` so every step reads contiguous memory.
 
 ``selective_scan_reference`` is the plain sequential loop used to test it.
 """
@@ -28,8 +29,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-#: target elements of one [T, d_tile, n] chunk buffer (~2 MiB in float32)
-_TILE_ELEMS = 1 << 19
+#: target elements of one [T, batch_group, d_tile, n] chunk buffer (32 MiB in float32:
+#: at the seed shape and T=16 one step's state is [4, 2048, 64], 2 MiB, L2-sized).
+#: Fewer, larger ops also keep thread-barrier costs low when the cores are shared.
+_TILE_ELEMS = 1 << 23
 
 
 def _check(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> None:
@@ -46,48 +49,62 @@ def _check(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tenso
             raise ValueError(f"selective scan expects {name} [b={b}, L={L}, n={n}]; got {list(t.shape)}")
 
 
-def _tiles(d: int, n: int, T: int) -> int:
-    """Channel tile width so that one [T, d_tile, n] buffer is about ``_TILE_ELEMS``."""
-    return max(1, min(d, _TILE_ELEMS // max(1, T * n)))
+def _tiles(b: int, d: int, n: int, T: int) -> tuple[int, int]:
+    """``(batch_group, channel_width)`` so one ``[T, bg, w, n]`` buffer is ~``_TILE_ELEMS``."""
+    per_step = max(1, _TILE_ELEMS // max(1, T * n))
+    if per_step >= d:
+        return max(1, min(b, per_step // d)), d
+    return 1, max(1, per_step)
+
+
+def _time_major(t: torch.Tensor) -> torch.Tensor:
+    """``[b, L, ...]`` -> contiguous ``[L, b, ...]``."""
+    return t.transpose(0, 1).contiguous()
 
 
 class _ChunkedScanFn(torch.autograd.Function):
+    """Inputs in ``[L, b, ...]`` (time-major) layout; see ``chunked_selective_scan``."""
+
     @staticmethod
     def forward(ctx, u, delta, A, B, C, chunk: int):  # type: ignore[override]
-        b, L, d = u.shape
+        L, b, d = u.shape
         n = A.shape[1]
         T = max(1, min(chunk, L))
         nchunks = math.ceil(L / T)
-        dt_w = _tiles(d, n, T)
-        y = u.new_empty(b, L, d)
-        states = u.new_empty(b, nchunks, d, n)  # h_{start-1} of every chunk
+        bg, dw = _tiles(b, d, n, T)
+        y = u.new_empty(L, b, d)
+        states = u.new_empty(nchunks, b, d, n)  # h_{start-1} of every chunk
         du = delta * u
-        buf_a = u.new_empty(T, dt_w, n)
-        buf_h = u.new_empty(T, dt_w, n)
-        buf_y = u.new_empty(T, dt_w, 1)
-        for bi in range(b):
-            for d0 in range(0, d, dt_w):
-                d1 = min(d, d0 + dt_w)
+        buf_a = u.new_empty(T, bg, dw, n)
+        buf_h = u.new_empty(T, bg, dw, n)
+        buf_y = u.new_empty(T, bg, dw, 1)
+        for b0 in range(0, b, bg):
+            b1 = min(b, b0 + bg)
+            m = b1 - b0
+            for d0 in range(0, d, dw):
+                d1 = min(d, d0 + dw)
                 w = d1 - d0
                 Ad = A[d0:d1]
-                states[bi, 0, d0:d1].zero_()
+                states[0, b0:b1, d0:d1].zero_()
+                hs = buf_h
+                k_prev = 0
                 for c in range(nchunks):
                     t0, t1 = c * T, min(L, (c + 1) * T)
                     k = t1 - t0
-                    h = states[bi, c, d0:d1]
+                    h = states[c, b0:b1, d0:d1]
                     if c > 0:
                         h.copy_(hs[k_prev - 1])
-                    a = buf_a[:k, :w]
-                    hs = buf_h[:k, :w]
-                    torch.mul(delta[bi, t0:t1, d0:d1, None], Ad, out=a)
+                    a = buf_a[:k, :m, :w]
+                    hs = buf_h[:k, :m, :w]
+                    torch.mul(delta[t0:t1, b0:b1, d0:d1, None], Ad, out=a)
                     a.exp_()
-                    torch.mul(du[bi, t0:t1, d0:d1, None], B[bi, t0:t1, None, :], out=hs)
+                    torch.mul(du[t0:t1, b0:b1, d0:d1, None], B[t0:t1, b0:b1, None, :], out=hs)
                     hs[0].addcmul_(a[0], h)
                     for t in range(1, k):
                         hs[t].addcmul_(a[t], hs[t - 1])
                     k_prev = k
-                    torch.matmul(hs, C[bi, t0:t1, :, None], out=buf_y[:k, :w])
-                    y[bi, t0:t1, d0:d1] = buf_y[:k, :w, 0]
+                    torch.matmul(hs, C[t0:t1, b0:b1, :, None], out=buf_y[:k, :m, :w])
+                    y[t0:t1, b0:b1, d0:d1] = buf_y[:k, :m, :w, 0]
         ctx.save_for_backward(u, delta, A, B, C, states)
         ctx.chunk = T
         return y
@@ -96,51 +113,53 @@ class _ChunkedScanFn(torch.autograd.Function):
     def backward(ctx, gy):  # type: ignore[override]
         u, delta, A, B, C, states = ctx.saved_tensors
         T = ctx.chunk
-        b, L, d = u.shape
+        L, b, d = u.shape
         n = A.shape[1]
-        nchunks = states.shape[1]
-        dt_w = _tiles(d, n, T)
+        nchunks = states.shape[0]
+        bg, dw = _tiles(b, d, n, T)
         gy = gy.contiguous()
         du = delta * u
-        g_u = torch.empty_like(u)
-        g_delta = torch.empty_like(delta)
         g_A = torch.zeros_like(A)
         g_B = torch.zeros_like(B)
         g_C = torch.zeros_like(C)
-        buf_a = u.new_empty(T, dt_w, n)
-        buf_h = u.new_empty(T + 1, dt_w, n)  # [h_{start-1}, h_start, ..., h_end]
-        buf_g = u.new_empty(T, dt_w, n)
-        buf_x = u.new_empty(T, dt_w, n)
-        GB = u.new_empty(b, L, d)  # sum_n gh * B
-        XA = u.new_empty(b, L, d)  # sum_n gh * h_prev * a * A
-        tmp_n = u.new_empty(T, 1, n)
-        tmp_d = u.new_empty(T, dt_w, 1)
-        for bi in range(b):
-            for d0 in range(0, d, dt_w):
-                d1 = min(d, d0 + dt_w)
+        buf_a = u.new_empty(T, bg, dw, n)
+        buf_h = u.new_empty(T + 1, bg, dw, n)  # [h_{start-1}, h_start, ..., h_end]
+        buf_g = u.new_empty(T, bg, dw, n)
+        buf_x = u.new_empty(T, bg, dw, n)
+        GB = u.new_empty(L, b, d)  # sum_n gh * B
+        XA = u.new_empty(L, b, d)  # sum_n gh * h_prev * a * A
+        tmp_n = u.new_empty(T, bg, 1, n)
+        tmp_d = u.new_empty(T, bg, dw, 1)
+        for b0 in range(0, b, bg):
+            b1 = min(b, b0 + bg)
+            m = b1 - b0
+            for d0 in range(0, d, dw):
+                d1 = min(d, d0 + dw)
                 w = d1 - d0
                 Ad = A[d0:d1]
                 carry = None  # a_{t+1} * gh_{t+1} flowing into the previous chunk
                 for c in range(nchunks - 1, -1, -1):
                     t0, t1 = c * T, min(L, (c + 1) * T)
                     k = t1 - t0
-                    a = buf_a[:k, :w]
-                    hs = buf_h[: k + 1, :w]
-                    g = buf_g[:k, :w]
-                    x = buf_x[:k, :w]
+                    a = buf_a[:k, :m, :w]
+                    hs = buf_h[: k + 1, :m, :w]
+                    g = buf_g[:k, :m, :w]
+                    x = buf_x[:k, :m, :w]
+                    tn = tmp_n[:k, :m]
+                    td = tmp_d[:k, :m, :w]
                     # recompute the chunk's forward
-                    torch.mul(delta[bi, t0:t1, d0:d1, None], Ad, out=a)
+                    torch.mul(delta[t0:t1, b0:b1, d0:d1, None], Ad, out=a)
                     a.exp_()
-                    hs[0].copy_(states[bi, c, d0:d1])
-                    torch.mul(du[bi, t0:t1, d0:d1, None], B[bi, t0:t1, None, :], out=hs[1:])
+                    hs[0].copy_(states[c, b0:b1, d0:d1])
+                    torch.mul(du[t0:t1, b0:b1, d0:d1, None], B[t0:t1, b0:b1, None, :], out=hs[1:])
                     for t in range(1, k + 1):
                         hs[t].addcmul_(a[t - 1], hs[t - 1])
                     # gC_t = sum_d gy_t h_t (accumulated over channel tiles)
-                    gy_c = gy[bi, t0:t1, d0:d1]
-                    torch.matmul(gy_c[:, None, :], hs[1:], out=tmp_n[:k])
-                    g_C[bi, t0:t1] += tmp_n[:k, 0]
+                    gy_c = gy[t0:t1, b0:b1, d0:d1]
+                    torch.matmul(gy_c[:, :, None, :], hs[1:], out=tn)
+                    g_C[t0:t1, b0:b1] += tn[:, :, 0]
                     # adjoint recurrence: gh_t = gy_t C_t + a_{t+1} gh_{t+1}
-                    torch.mul(gy_c[:, :, None], C[bi, t0:t1, None, :], out=g)
+                    torch.mul(gy_c[..., None], C[t0:t1, b0:b1, None, :], out=g)
                     if carry is not None:
                         g[k - 1].add_(carry)
                     for t in range(k - 2, -1, -1):
@@ -149,18 +168,18 @@ class _ChunkedScanFn(torch.autograd.Function):
                     # x = gh * h_prev * a  -> grads of delta (through a) and A
                     torch.mul(g, hs[:k], out=x)
                     x.mul_(a)
-                    torch.mul(x, delta[bi, t0:t1, d0:d1, None], out=a)  # a is free now
-                    g_A[d0:d1] += a.sum(0)
+                    torch.mul(x, delta[t0:t1, b0:b1, d0:d1, None], out=a)  # a is free now
+                    g_A[d0:d1] += a.sum((0, 1))
                     x.mul_(Ad)
-                    torch.sum(x, -1, out=tmp_d[:k, :w, 0])
-                    XA[bi, t0:t1, d0:d1] = tmp_d[:k, :w, 0]
+                    torch.sum(x, -1, out=td[..., 0])
+                    XA[t0:t1, b0:b1, d0:d1] = td[..., 0]
                     # sum_n gh * B_t, and gB_t = sum_d gh (delta u)_t
-                    torch.matmul(g, B[bi, t0:t1, :, None], out=tmp_d[:k, :w])
-                    GB[bi, t0:t1, d0:d1] = tmp_d[:k, :w, 0]
-                    torch.matmul(du[bi, t0:t1, None, d0:d1], g, out=tmp_n[:k])
-                    g_B[bi, t0:t1] += tmp_n[:k, 0]
-        torch.mul(delta, GB, out=g_u)
-        torch.addcmul(XA, u, GB, out=g_delta)
+                    torch.matmul(g, B[t0:t1, b0:b1, :, None], out=td)
+                    GB[t0:t1, b0:b1, d0:d1] = td[..., 0]
+                    torch.matmul(du[t0:t1, b0:b1, None, d0:d1], g, out=tn)
+                    g_B[t0:t1, b0:b1] += tn[:, :, 0]
+        g_u = delta * GB
+        g_delta = torch.addcmul(XA, u, GB)
         return g_u, g_delta, g_A, g_B, g_C, None
 
 
@@ -179,8 +198,9 @@ def chunked_selective_scan(
     _check(u, delta, A, B, C)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1; got {chunk}")
-    u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
-    return _ChunkedScanFn.apply(u, delta, A.contiguous(), B, C, int(chunk))
+    u, delta, B, C = (_time_major(t) for t in (u, delta, B, C))
+    y = _ChunkedScanFn.apply(u, delta, A.contiguous(), B, C, int(chunk))
+    return y.transpose(0, 1)
 
 
 def selective_scan(
