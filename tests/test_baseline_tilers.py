@@ -80,6 +80,12 @@ def test_limited_latitude_options():
     tiler = cora_kit.create("tiler", "erp-grid", size=32, num_tiles=4, vfov_deg=90, pitch_deg=10, include_global=False)
     assert tiler.layout.num_views == 4 and [v.yaw_deg for v in tiler.layout.views] == [0, 90, 180, 270]
     assert tiler(torch.rand(1, 3, 64, 128)).views.shape == (1, 4, 3, 32, 32)
+    from cora_kit_builtins.tilers.erp_baselines import ERPGridTiler  # direct construction checks too
+
+    with pytest.raises(ValueError, match="vfov_deg=0"):
+        ERPGridTiler(vfov_deg=0)
+    with pytest.raises(ValueError, match=r"latitude \[-100, 80\]"):
+        ERPGridTiler(vfov_deg=180, pitch_deg=-10)
 
 
 # --- geometry ----------------------------------------------------------------------

@@ -70,33 +70,6 @@ def erp_global_layout(size: int = 256) -> TileLayout:
     return TileLayout((ViewCamera(0.0, 0.0, 360.0, size, projection="erp", vfov_deg=180.0),), name="erp-global")
 
 
-def erp_grid_layout(
-    num_tiles: int = 8,
-    fov_deg: float = 90.0,
-    vfov_deg: float = 180.0,
-    stride_deg: float | None = None,
-    pitch_deg: float = 0.0,
-    size: int = 256,
-    include_global: bool = True,
-) -> TileLayout:
-    """Global view (optional) + ``num_tiles`` ERP crops by yaw (crop i centred on ``i * stride``)."""
-    if num_tiles < 1 or fov_deg <= 0 or fov_deg > 360 or not 0 < vfov_deg <= 180:
-        raise ValueError(
-            f"erp-grid needs num_tiles >= 1, 0 < fov_deg <= 360, 0 < vfov_deg <= 180; "
-            f"got num_tiles={num_tiles}, fov_deg={fov_deg}, vfov_deg={vfov_deg}"
-        )
-    _check_lat_range(pitch_deg, vfov_deg)
-    stride = 360.0 / num_tiles if stride_deg is None else stride_deg
-    views: list[ViewCamera] = []
-    if include_global:
-        views.append(ViewCamera(0.0, 0.0, 360.0, size, is_global=True, projection="erp", vfov_deg=180.0))
-    views += [
-        ViewCamera(i * stride, pitch_deg, fov_deg, size, projection="erp-crop", vfov_deg=vfov_deg)
-        for i in range(num_tiles)
-    ]
-    return TileLayout(tuple(views), name="erp-grid")
-
-
 class ERPGlobalTiler(ERPTiler):
     """ERP ``[B,3,H,W]`` -> ``[B,1,3,s,s]``: the whole panorama resized (no tiles)."""
 
@@ -105,7 +78,8 @@ class ERPGlobalTiler(ERPTiler):
 
 
 class ERPGridTiler(ERPTiler):
-    """ERP ``[B,3,H,W]`` -> ``[B,V,3,s,s]``: global view + unprojected ERP crops (default V = 9)."""
+    """ERP ``[B,3,H,W]`` -> ``[B,V,3,s,s]``: global view (optional) + ``num_tiles`` ERP crops
+    by yaw, crop i centred on ``i * stride`` (default V = 9)."""
 
     def __init__(
         self,
@@ -118,5 +92,18 @@ class ERPGridTiler(ERPTiler):
         include_global: bool = True,
         global_resize: str = "area",
     ) -> None:
-        layout = erp_grid_layout(num_tiles, fov_deg, vfov_deg, stride_deg, pitch_deg, size, include_global)
-        super().__init__(layout, global_resize)
+        if num_tiles < 1 or fov_deg <= 0 or fov_deg > 360 or not 0 < vfov_deg <= 180:
+            raise ValueError(
+                f"erp-grid needs num_tiles >= 1, 0 < fov_deg <= 360, 0 < vfov_deg <= 180; "
+                f"got num_tiles={num_tiles}, fov_deg={fov_deg}, vfov_deg={vfov_deg}"
+            )
+        _check_lat_range(pitch_deg, vfov_deg)
+        stride = 360.0 / num_tiles if stride_deg is None else stride_deg
+        views: list[ViewCamera] = []
+        if include_global:
+            views.append(ViewCamera(0.0, 0.0, 360.0, size, is_global=True, projection="erp", vfov_deg=180.0))
+        views += [
+            ViewCamera(i * stride, pitch_deg, fov_deg, size, projection="erp-crop", vfov_deg=vfov_deg)
+            for i in range(num_tiles)
+        ]
+        super().__init__(TileLayout(tuple(views), name="erp-grid"), global_resize)
