@@ -51,7 +51,7 @@ for _name in COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors -> one line on stderr, exit 2."""
     try:
-        app(args=argv, prog_name="cora-kit", standalone_mode=False)
+        rc = app(args=argv, prog_name="cora-kit", standalone_mode=False)
     except CoraKitError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.exceptions.Exit):
             return exc.exit_code
         raise
-    return 0
+    # with standalone_mode=False click returns typer.Exit(n)'s code instead of exiting
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

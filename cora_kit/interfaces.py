@@ -126,7 +126,14 @@ class OverlapLoss(nn.Module, abc.ABC):
 
     ``forward(features [B,V,P,D], correspondences, grid) -> (scalar, logs)`` where view
     ``v`` of ``features`` is view ``correspondences.view_indices[v]`` of the layout.
+
+    A loss that needs two stochastic views of the same features (the seed's InfoNCE:
+    two dropout masks of the overlap head) sets ``two_views = True`` and accepts
+    ``second_view=`` (``[B,V,P,D]``, the second head pass) as a keyword argument.
     """
+
+    #: True when ``forward`` takes ``second_view=`` (a second overlap-head pass)
+    two_views: bool = False
 
     #: dropout of the overlap head this loss expects (seed: 0.0 VICReg, 0.1 contrastive)
     head_dropout: float = 0.0
