@@ -104,3 +104,18 @@ def test_geometric_correspondences_of_a_smooth_field():
     strip = geometry.overlap_correspondences(layout, GRID, mode="seed-strip")
     s = stage1_diagnostics(field, strip, GRID).values  # the seed's strips pair other rays
     assert s["adj_cos"] < 0.9 and s["overlap_ret_acc"] < 0.1
+
+
+def test_no_overlap_gives_nan_with_reason_and_still_measures_collapse():
+    import math
+
+    import torch
+
+    from cora_kit.eval.diagnostics import stage1_diagnostics
+    from cora_kit.geometry import Correspondences
+
+    feats = torch.randn(2, 1, 16, 8)
+    diag = stage1_diagnostics(feats, Correspondences(pairs=[], grid_hw=(4, 4), layout_name="erp-global"), (4, 4))
+    assert math.isnan(diag.values["adj_cos"]) and math.isnan(diag.values["hungarian_acc"])
+    assert diag.values["feat_std"] > 0 and diag.values["eff_rank"] > 1
+    assert any("erp-global has no overlapping views" in r for r in diag.reasons)

@@ -152,17 +152,22 @@ def stage1_diagnostics(
     ``resampler_features [B,V,P,D']`` or ``[N,P,D']`` (optional).
     """
     thresholds = thresholds or CollapseThresholds()
-    src, dst = matched_features(head_features.detach(), correspondences, grid, sampling=sampling)
-    sizes = tuple(int(p.src_index.numel()) for p in correspondences.pairs)
-    values = {
-        "adj_cos": adjacent_cosine(src, dst),
-        "adj_mse": adjacent_mse(src, dst),
-        "overlap_ret_acc": overlap_retrieval_accuracy(head_features, correspondences, grid),
-        "hungarian_acc": hungarian_accuracy(src, dst, sizes),
-        "feat_std": feature_std(head_features),
-        "eff_rank": effective_rank(head_features),
-    }
     reasons: list[str] = []
+    if any(p.src_index.numel() for p in correspondences.pairs):
+        src, dst = matched_features(head_features.detach(), correspondences, grid, sampling=sampling)
+        sizes = tuple(int(p.src_index.numel()) for p in correspondences.pairs)
+        values = {
+            "adj_cos": adjacent_cosine(src, dst),
+            "adj_mse": adjacent_mse(src, dst),
+            "overlap_ret_acc": overlap_retrieval_accuracy(head_features, correspondences, grid),
+            "hungarian_acc": hungarian_accuracy(src, dst, sizes),
+        }
+    else:  # e.g. the erp-global baseline: one view, nothing overlaps
+        values = dict.fromkeys(("adj_cos", "adj_mse", "overlap_ret_acc", "hungarian_acc"), math.nan)
+        layout = getattr(correspondences, "layout_name", "") or "this layout"
+        reasons.append(f"overlap diagnostics: NaN, {layout} has no overlapping views")
+    values["feat_std"] = feature_std(head_features)
+    values["eff_rank"] = effective_rank(head_features)
     if resampler_features is None:
         values["r_eff_rank"] = math.nan
         reasons.append("r_eff_rank: NaN, no resampler features given")
