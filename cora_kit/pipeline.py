@@ -118,7 +118,8 @@ class CoraModel(nn.Module):
         """
         m = config.model
         device = torch.device(device)
-        with device:
+        # meta: shapes only; otherwise build on CPU (geometry and stitcher tables stay there)
+        with torch.device("meta" if device.type == "meta" else "cpu"):
             tiler = REGISTRY.create("tiler", m.tiler.name, **m.tiler.options)
             with _seeded(config.seed, 1):
                 encoder = REGISTRY.create("encoder", m.encoder.name, **_hf_options(m.encoder, "model.encoder"))
@@ -156,7 +157,7 @@ class CoraModel(nn.Module):
             tiler.layout, latent_grid, mode=m.correspondence_mode, include_global=False
         )
         model = cls(config, tiler, encoder, resampler, overlap_head, loss_fn, projector, llm, correspondences)
-        return model
+        return model if device.type in ("cpu", "meta") else model.to(device)
 
     # -- vision path -------------------------------------------------------------
 

@@ -21,7 +21,7 @@ def model_summary_command(
     config: Path = typer.Option(None, "--config", "-c", help="YAML file layered over the preset."),
     overrides: list[str] = typer.Option([], "--set", help="Override one key, e.g. --set model.resampler.name=mlp."),
     batch_size: int = typer.Option(1, "--batch-size", "-b", min=1, help="Batch size of the memory estimate."),
-    dtype: str = typer.Option("fp32", "--dtype", help="Weights/activations precision of the estimate: fp32 or bf16."),
+    dtype: str = typer.Option("fp32", "--dtype", help="Activation precision of the estimate: fp32, or bf16 (autocast; weights stay fp32)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Build the model on the meta device (no memory, no download) and print parameter

@@ -40,38 +40,46 @@ def _count(params: Any) -> int:
     return int(sum(p.numel() for p in params))
 
 
-def memory_estimate(model: Any, stage: int, batch_size: int, bytes_per_value: int) -> dict[str, float]:
-    """Training memory (GiB) of one step at ``batch_size``: weights + grads + AdamW states +
-    activations. Activations of a transformer layer that backpropagates: ``34 * L * h``
-    values-in-16-bit per sample (Korthikanti et al. 2022, fused attention), scaled to
-    ``bytes_per_value``; LM logits: ``3 * L * vocab`` values (logits, softmax, grad);
-    resampler/heads: ``24 * V * P * D_latent``. An estimate to size hardware, not a promise."""
+#: activation coefficients, in values saved per token (see ``memory_estimate``); calibrated
+#: on the paper preset (BiMamba) at batch 1 on an H200 (benchmarks/RESULTS.md)
+ACT_LLM_LAYER = 44  # per LLM layer, x hidden size (SwiGLU, q/k norms, rope)
+ACT_LORA_LAYER = 10  # extra per LLM layer when LoRA trains (dropout copies of 7 inputs)
+ACT_LOGITS = 3.5  # x vocab, float32 (logits, softmax, gradient)
+ACT_RESAMPLER = 200  # per view token, x latent dim (resampler + overlap head + loss)
+ACT_ENCODER_BLOCK = 16  # per trainable encoder block, x encoder width
+
+
+def memory_estimate(model: Any, stage: int, batch_size: int, act_bytes: int = 4) -> dict[str, float]:
+    """Training memory (GiB) of one step at ``batch_size``: fp32 weights + fp32 grads and
+    AdamW states of the trainable part + activations (``act_bytes`` per value: 4 fp32,
+    2 under bf16 autocast; LM logits stay fp32). Activations are the coefficients above
+    times the token counts: an estimate to size hardware, calibrated on the paper preset
+    with BiMamba; other resamplers and losses keep different amounts."""
     cfg = model.config
     n_all = _count(model.parameters())
     n_train = sum(_count(p) for p in model.stage_groups(stage).values())
-    weights = n_all * bytes_per_value
-    optim = n_train * (4 + 8)  # fp32 grads + AdamW m and v
-    views = model.layout.num_views
-    tiles = len(model.correspondences.view_indices)
+    weights = n_all * 4
+    optim = n_train * (4 + 8)
+    V = model.layout.num_views  # every view runs through the encoder and the resampler
     P = model.latent_grid[0] * model.latent_grid[1]
-    D = cfg.model.latent_dim
-    act_per_value = bytes_per_value / 2
-    acts = 24 * batch_size * (views if stage > 1 else tiles) * P * D * bytes_per_value
+    acts = 0.0
+    if stage in (1, 2):
+        acts += ACT_RESAMPLER * batch_size * V * P * cfg.model.latent_dim * act_bytes
     if stage == 1:
         enc = model.encoder
         k = cfg.model.encoder.num_trainable_blocks
-        acts += 34 * k * batch_size * tiles * enc.grid[0] * enc.grid[1] * enc.hidden_size * act_per_value
+        acts += ACT_ENCODER_BLOCK * k * batch_size * V * enc.grid[0] * enc.grid[1] * enc.hidden_size * act_bytes
     else:
         lm_cfg = model.llm.model.config
         L = model.projector.num_tokens + cfg.model.llm.max_text_tokens
-        acts += 34 * lm_cfg.num_hidden_layers * batch_size * L * lm_cfg.hidden_size * act_per_value
-        acts += 3 * batch_size * L * lm_cfg.vocab_size * bytes_per_value
-    total = weights + optim + acts
+        per_layer = ACT_LLM_LAYER + (ACT_LORA_LAYER if stage == 3 else 0)
+        acts += per_layer * lm_cfg.num_hidden_layers * batch_size * L * lm_cfg.hidden_size * act_bytes
+        acts += ACT_LOGITS * batch_size * L * lm_cfg.vocab_size * 4
     return {
         "weights": weights / GIB,
         "grads_and_optimizer": optim / GIB,
         "activations": acts / GIB,
-        "total": total / GIB,
+        "total": (weights + optim + acts) / GIB,
     }
 
 
@@ -107,7 +115,7 @@ def model_summary(config: CoraConfig, batch_size: int = 1, dtype: str = "fp32") 
             f"encoder includes the checkpoint's attention-pooling head ({_count(head.parameters()):,} params),"
             " kept for loading but never run (CORA uses patch tokens)"
         )
-    bytes_per_value = 4 if dtype == "fp32" else 2
+    act_bytes = 4 if dtype == "fp32" else 2
     return {
         "preset": config.preset,
         "encoder": config.model.encoder.pretrained or "random-init (arch)",
@@ -119,7 +127,7 @@ def model_summary(config: CoraConfig, batch_size: int = 1, dtype: str = "fp32") 
         "vision_tokens": model.projector.num_tokens,
         "grid": list(model.grid),
         "memory_gib": {
-            f"stage{s}": memory_estimate(model, s, batch_size, bytes_per_value) for s in (1, 2, 3)
+            f"stage{s}": memory_estimate(model, s, batch_size, act_bytes) for s in (1, 2, 3)
         },
         "batch_size": batch_size,
         "dtype": dtype,
