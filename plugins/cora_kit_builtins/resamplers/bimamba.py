@@ -31,7 +31,7 @@ class BiMambaParams(ResamplerParams):
     expand: float = 2.0
     scan_order: ScanOrder = "row-major"
     backend: BackendName = "auto"
-    chunk: int = 16
+    chunk: int = 8
 
 
 def scan_permutation(grid: Grid, order: ScanOrder) -> torch.Tensor:
@@ -77,7 +77,7 @@ class BiMambaResampler(Resampler):
         expand: float = 2.0,
         scan_order: ScanOrder = "row-major",
         backend: BackendName = "auto",
-        chunk: int = 16,
+        chunk: int = 8,
     ) -> None:
         super().__init__()
         if num_layers < 1:

@@ -82,7 +82,7 @@ class MambaBlock(nn.Module):
         dt_max: float = 0.1,
         dt_init_floor: float = 1e-4,
         backend: BackendName = "auto",
-        chunk: int = 16,
+        chunk: int = 8,
     ) -> None:
         super().__init__()
         if backend not in ("auto", "cuda", "torch"):

@@ -24,15 +24,17 @@ layout is time-major ``[L, b, ...]`` so every step reads contiguous memory.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 
-#: target elements of one [T, batch_group, d_tile, n] chunk buffer (32 MiB in float32:
-#: at the seed shape and T=16 one step's state is [4, 2048, 64], 2 MiB, L2-sized).
-#: Fewer, larger ops also keep thread-barrier costs low when the cores are shared.
-_TILE_ELEMS = 1 << 23
+#: target elements of one [T, batch_group, d_tile, n] chunk buffer (4 MiB in float32:
+#: at the seed shape and T=8 one step's state is [1, 2048, 64], 512 KiB, L2-sized)
+_TILE_ELEMS = 1 << 20
 
 
 def _check(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> None:
@@ -49,17 +51,50 @@ def _check(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tenso
             raise ValueError(f"selective scan expects {name} [b={b}, L={L}, n={n}]; got {list(t.shape)}")
 
 
-def _tiles(b: int, d: int, n: int, T: int) -> tuple[int, int]:
-    """``(batch_group, channel_width)`` so one ``[T, bg, w, n]`` buffer is ~``_TILE_ELEMS``."""
+def _tiles(b: int, d: int, n: int, T: int, workers: int = 1) -> tuple[int, int]:
+    """``(batch_group, channel_width)``: one ``[T, bg, w, n]`` buffer is ~``_TILE_ELEMS``,
+    and there are at least ``workers`` batch groups when ``b`` allows."""
     per_step = max(1, _TILE_ELEMS // max(1, T * n))
     if per_step >= d:
-        return max(1, min(b, per_step // d)), d
+        bg = max(1, min(b, per_step // d))
+        return max(1, min(bg, math.ceil(b / max(1, workers)))), d
     return 1, max(1, per_step)
 
 
 def _time_major(t: torch.Tensor) -> torch.Tensor:
     """``[b, L, ...]`` -> contiguous ``[L, b, ...]``."""
     return t.transpose(0, 1).contiguous()
+
+
+@contextlib.contextmanager
+def _single_threaded_ops() -> Iterator[int]:
+    """Yield the caller's intra-op thread count while ops run single-threaded.
+
+    The scan issues thousands of mid-sized ops; an OpenMP barrier per op costs more than
+    the op itself once the cores are shared (measured: 2-thread addcmul_ on 2 MiB ran
+    20x slower than 1-thread on a loaded 2-core machine). The scan therefore runs its
+    batch groups on Python threads (ops release the GIL), each op single-threaded.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield before
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_groups(fn, b: int, bg: int, workers: int) -> list:
+    """``fn(b0, b1)`` for every batch group, on up to ``workers`` threads."""
+    groups = [(b0, min(b, b0 + bg)) for b0 in range(0, b, bg)]
+
+    def call(g: tuple[int, int]):
+        with torch.no_grad():  # grad mode is thread-local
+            return fn(*g)
+
+    if workers <= 1 or len(groups) == 1:
+        return [call(g) for g in groups]
+    with ThreadPoolExecutor(max_workers=min(workers, len(groups))) as pool:
+        return list(pool.map(call, groups))
 
 
 class _ChunkedScanFn(torch.autograd.Function):
@@ -71,40 +106,43 @@ class _ChunkedScanFn(torch.autograd.Function):
         n = A.shape[1]
         T = max(1, min(chunk, L))
         nchunks = math.ceil(L / T)
-        bg, dw = _tiles(b, d, n, T)
         y = u.new_empty(L, b, d)
         states = u.new_empty(nchunks, b, d, n)  # h_{start-1} of every chunk
-        du = delta * u
-        buf_a = u.new_empty(T, bg, dw, n)
-        buf_h = u.new_empty(T, bg, dw, n)
-        buf_y = u.new_empty(T, bg, dw, 1)
-        for b0 in range(0, b, bg):
-            b1 = min(b, b0 + bg)
-            m = b1 - b0
-            for d0 in range(0, d, dw):
-                d1 = min(d, d0 + dw)
-                w = d1 - d0
-                Ad = A[d0:d1]
-                states[0, b0:b1, d0:d1].zero_()
-                hs = buf_h
-                k_prev = 0
-                for c in range(nchunks):
-                    t0, t1 = c * T, min(L, (c + 1) * T)
-                    k = t1 - t0
-                    h = states[c, b0:b1, d0:d1]
-                    if c > 0:
-                        h.copy_(hs[k_prev - 1])
-                    a = buf_a[:k, :m, :w]
-                    hs = buf_h[:k, :m, :w]
-                    torch.mul(delta[t0:t1, b0:b1, d0:d1, None], Ad, out=a)
-                    a.exp_()
-                    torch.mul(du[t0:t1, b0:b1, d0:d1, None], B[t0:t1, b0:b1, None, :], out=hs)
-                    hs[0].addcmul_(a[0], h)
-                    for t in range(1, k):
-                        hs[t].addcmul_(a[t], hs[t - 1])
-                    k_prev = k
-                    torch.matmul(hs, C[t0:t1, b0:b1, :, None], out=buf_y[:k, :m, :w])
-                    y[t0:t1, b0:b1, d0:d1] = buf_y[:k, :m, :w, 0]
+        with _single_threaded_ops() as workers:
+            bg, dw = _tiles(b, d, n, T, workers)
+            du = delta * u
+
+            def group(b0: int, b1: int) -> None:
+                m = b1 - b0
+                buf_a = u.new_empty(T, m, dw, n)
+                buf_h = u.new_empty(T, m, dw, n)
+                buf_y = u.new_empty(T, m, dw, 1)
+                for d0 in range(0, d, dw):
+                    d1 = min(d, d0 + dw)
+                    w = d1 - d0
+                    Ad = A[d0:d1]
+                    states[0, b0:b1, d0:d1].zero_()
+                    hs = buf_h
+                    k_prev = 0
+                    for c in range(nchunks):
+                        t0, t1 = c * T, min(L, (c + 1) * T)
+                        k = t1 - t0
+                        h = states[c, b0:b1, d0:d1]
+                        if c > 0:
+                            h.copy_(hs[k_prev - 1])
+                        a = buf_a[:k, :, :w]
+                        hs = buf_h[:k, :, :w]
+                        torch.mul(delta[t0:t1, b0:b1, d0:d1, None], Ad, out=a)
+                        a.exp_()
+                        torch.mul(du[t0:t1, b0:b1, d0:d1, None], B[t0:t1, b0:b1, None, :], out=hs)
+                        hs[0].addcmul_(a[0], h)
+                        for t in range(1, k):
+                            hs[t].addcmul_(a[t], hs[t - 1])
+                        k_prev = k
+                        torch.matmul(hs, C[t0:t1, b0:b1, :, None], out=buf_y[:k, :, :w])
+                        y[t0:t1, b0:b1, d0:d1] = buf_y[:k, :, :w, 0]
+
+            _run_groups(group, b, bg, workers)
         ctx.save_for_backward(u, delta, A, B, C, states)
         ctx.chunk = T
         return y
@@ -116,68 +154,72 @@ class _ChunkedScanFn(torch.autograd.Function):
         L, b, d = u.shape
         n = A.shape[1]
         nchunks = states.shape[0]
-        bg, dw = _tiles(b, d, n, T)
         gy = gy.contiguous()
-        du = delta * u
-        g_A = torch.zeros_like(A)
         g_B = torch.zeros_like(B)
         g_C = torch.zeros_like(C)
-        buf_a = u.new_empty(T, bg, dw, n)
-        buf_h = u.new_empty(T + 1, bg, dw, n)  # [h_{start-1}, h_start, ..., h_end]
-        buf_g = u.new_empty(T, bg, dw, n)
-        buf_x = u.new_empty(T, bg, dw, n)
         GB = u.new_empty(L, b, d)  # sum_n gh * B
         XA = u.new_empty(L, b, d)  # sum_n gh * h_prev * a * A
-        tmp_n = u.new_empty(T, bg, 1, n)
-        tmp_d = u.new_empty(T, bg, dw, 1)
-        for b0 in range(0, b, bg):
-            b1 = min(b, b0 + bg)
-            m = b1 - b0
-            for d0 in range(0, d, dw):
-                d1 = min(d, d0 + dw)
-                w = d1 - d0
-                Ad = A[d0:d1]
-                carry = None  # a_{t+1} * gh_{t+1} flowing into the previous chunk
-                for c in range(nchunks - 1, -1, -1):
-                    t0, t1 = c * T, min(L, (c + 1) * T)
-                    k = t1 - t0
-                    a = buf_a[:k, :m, :w]
-                    hs = buf_h[: k + 1, :m, :w]
-                    g = buf_g[:k, :m, :w]
-                    x = buf_x[:k, :m, :w]
-                    tn = tmp_n[:k, :m]
-                    td = tmp_d[:k, :m, :w]
-                    # recompute the chunk's forward
-                    torch.mul(delta[t0:t1, b0:b1, d0:d1, None], Ad, out=a)
-                    a.exp_()
-                    hs[0].copy_(states[c, b0:b1, d0:d1])
-                    torch.mul(du[t0:t1, b0:b1, d0:d1, None], B[t0:t1, b0:b1, None, :], out=hs[1:])
-                    for t in range(1, k + 1):
-                        hs[t].addcmul_(a[t - 1], hs[t - 1])
-                    # gC_t = sum_d gy_t h_t (accumulated over channel tiles)
-                    gy_c = gy[t0:t1, b0:b1, d0:d1]
-                    torch.matmul(gy_c[:, :, None, :], hs[1:], out=tn)
-                    g_C[t0:t1, b0:b1] += tn[:, :, 0]
-                    # adjoint recurrence: gh_t = gy_t C_t + a_{t+1} gh_{t+1}
-                    torch.mul(gy_c[..., None], C[t0:t1, b0:b1, None, :], out=g)
-                    if carry is not None:
-                        g[k - 1].add_(carry)
-                    for t in range(k - 2, -1, -1):
-                        g[t].addcmul_(a[t + 1], g[t + 1])
-                    carry = a[0] * g[0]
-                    # x = gh * h_prev * a  -> grads of delta (through a) and A
-                    torch.mul(g, hs[:k], out=x)
-                    x.mul_(a)
-                    torch.mul(x, delta[t0:t1, b0:b1, d0:d1, None], out=a)  # a is free now
-                    g_A[d0:d1] += a.sum((0, 1))
-                    x.mul_(Ad)
-                    torch.sum(x, -1, out=td[..., 0])
-                    XA[t0:t1, b0:b1, d0:d1] = td[..., 0]
-                    # sum_n gh * B_t, and gB_t = sum_d gh (delta u)_t
-                    torch.matmul(g, B[t0:t1, b0:b1, :, None], out=td)
-                    GB[t0:t1, b0:b1, d0:d1] = td[..., 0]
-                    torch.matmul(du[t0:t1, b0:b1, None, d0:d1], g, out=tn)
-                    g_B[t0:t1, b0:b1] += tn[:, :, 0]
+        with _single_threaded_ops() as workers:
+            bg, dw = _tiles(b, d, n, T, workers)
+            du = delta * u
+
+            def group(b0: int, b1: int) -> torch.Tensor:
+                m = b1 - b0
+                g_A = torch.zeros_like(A)  # per group: summed after the threads finish
+                buf_a = u.new_empty(T, m, dw, n)
+                buf_h = u.new_empty(T + 1, m, dw, n)  # [h_{start-1}, h_start, ..., h_end]
+                buf_g = u.new_empty(T, m, dw, n)
+                buf_x = u.new_empty(T, m, dw, n)
+                tmp_n = u.new_empty(T, m, 1, n)
+                tmp_d = u.new_empty(T, m, dw, 1)
+                for d0 in range(0, d, dw):
+                    d1 = min(d, d0 + dw)
+                    w = d1 - d0
+                    Ad = A[d0:d1]
+                    carry = None  # a_{t+1} * gh_{t+1} flowing into the previous chunk
+                    for c in range(nchunks - 1, -1, -1):
+                        t0, t1 = c * T, min(L, (c + 1) * T)
+                        k = t1 - t0
+                        a = buf_a[:k, :, :w]
+                        hs = buf_h[: k + 1, :, :w]
+                        g = buf_g[:k, :, :w]
+                        x = buf_x[:k, :, :w]
+                        tn = tmp_n[:k]
+                        td = tmp_d[:k, :, :w]
+                        # recompute the chunk's forward
+                        torch.mul(delta[t0:t1, b0:b1, d0:d1, None], Ad, out=a)
+                        a.exp_()
+                        hs[0].copy_(states[c, b0:b1, d0:d1])
+                        torch.mul(du[t0:t1, b0:b1, d0:d1, None], B[t0:t1, b0:b1, None, :], out=hs[1:])
+                        for t in range(1, k + 1):
+                            hs[t].addcmul_(a[t - 1], hs[t - 1])
+                        # gC_t = sum_d gy_t h_t (accumulated over channel tiles)
+                        gy_c = gy[t0:t1, b0:b1, d0:d1]
+                        torch.matmul(gy_c[:, :, None, :], hs[1:], out=tn)
+                        g_C[t0:t1, b0:b1] += tn[:, :, 0]
+                        # adjoint recurrence: gh_t = gy_t C_t + a_{t+1} gh_{t+1}
+                        torch.mul(gy_c[..., None], C[t0:t1, b0:b1, None, :], out=g)
+                        if carry is not None:
+                            g[k - 1].add_(carry)
+                        for t in range(k - 2, -1, -1):
+                            g[t].addcmul_(a[t + 1], g[t + 1])
+                        carry = a[0] * g[0]
+                        # x = gh * h_prev * a  -> grads of delta (through a) and A
+                        torch.mul(g, hs[:k], out=x)
+                        x.mul_(a)
+                        torch.mul(x, delta[t0:t1, b0:b1, d0:d1, None], out=a)  # a is free now
+                        g_A[d0:d1] += a.sum((0, 1))
+                        x.mul_(Ad)
+                        torch.sum(x, -1, out=td[..., 0])
+                        XA[t0:t1, b0:b1, d0:d1] = td[..., 0]
+                        # sum_n gh * B_t, and gB_t = sum_d gh (delta u)_t
+                        torch.matmul(g, B[t0:t1, b0:b1, :, None], out=td)
+                        GB[t0:t1, b0:b1, d0:d1] = td[..., 0]
+                        torch.matmul(du[t0:t1, b0:b1, None, d0:d1], g, out=tn)
+                        g_B[t0:t1, b0:b1] += tn[:, :, 0]
+                return g_A
+
+            g_A = torch.stack(_run_groups(group, b, bg, workers)).sum(0)
         g_u = delta * GB
         g_delta = torch.addcmul(XA, u, GB)
         return g_u, g_delta, g_A, g_B, g_C, None
@@ -189,7 +231,7 @@ def chunked_selective_scan(
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    chunk: int = 16,
+    chunk: int = 8,
 ) -> torch.Tensor:
     """``sum_n h_t C_t`` for the S6 recurrence; see the module docstring for shapes.
 
@@ -213,7 +255,7 @@ def selective_scan(
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
-    chunk: int = 16,
+    chunk: int = 8,
 ) -> torch.Tensor:
     """Full S6 with mamba-ssm's extras, in this module's ``[b, L, d]`` layout.
 
