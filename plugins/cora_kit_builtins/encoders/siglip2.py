@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,13 @@ class Siglip2Params(PluginParams):
     """``pretrained``: local path or hub id (None: random init of ``arch`` over the paper
     architecture); ``random_init``: build the architecture of ``pretrained`` without its
     weights (shapes, parameter counts, memory); ``arch``: config overrides (random init)."""
+
+    #: small random-init build for ``cora_kit.testing`` conformance checks
+    testing_params: ClassVar[dict[str, Any]] = {
+        "random_init": True,
+        "arch": {"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64,
+                 "num_hidden_layers": 2, "num_attention_heads": 2, "vision_use_head": False},
+    }
 
     pretrained: str | None = PAPER_ID
     arch: dict[str, Any] = Field(default_factory=dict)

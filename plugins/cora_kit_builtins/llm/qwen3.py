@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -32,6 +32,13 @@ class Qwen3Params(PluginParams):
     ``pretrained`` (plus ``arch`` overrides, e.g. ``vocab_size``) without weights;
     ``tokenizer``: path/id or ``cora-kit-tiny`` (the packaged tiny tokenizer); None: the
     one of ``pretrained``, or the tiny one for random-init builds."""
+
+    #: small random-init build (tiny tokenizer) for ``cora_kit.testing`` conformance checks
+    testing_params: ClassVar[dict[str, Any]] = {
+        "random_init": True,
+        "arch": {"vocab_size": 768, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                 "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16},
+    }
 
     pretrained: str | None = PAPER_ID
     arch: dict[str, Any] = Field(default_factory=dict)
