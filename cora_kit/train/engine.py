@@ -285,7 +285,7 @@ def run(
     device = dist_utils.resolve_device(config.device, info)
     out_dir = Path(out_dir)
     rd = RunDir(out_dir, writer=info.is_main)
-    if not resume and info.is_main and any(rd.stage(s).exists() for s in stages):
+    if not resume and any(rd.stage(s).exists() for s in stages):  # every rank checks: no hang
         raise CoraKitError(f"{out_dir} already holds stage folders; pass --resume to continue it or choose another --name")
     dist_utils.barrier(info)
     rd.prepare()
