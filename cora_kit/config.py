@@ -247,9 +247,8 @@ def _merge(
     lines: Mapping[tuple[str, ...], int],
     prefix: tuple[str, ...] = (),
 ) -> None:
-    if "name" in update and "options" in base and "options" not in update:
-        if update["name"] != base.get("name"):
-            base["options"] = {}  # another plugin: the old plugin's options do not apply
+    if "name" in update and "options" in base and update["name"] != base.get("name"):
+        base["options"] = {}  # another plugin: the old plugin's options do not apply
     for key, value in update.items():
         path = (*prefix, str(key))
         sources[path] = (source_file, lines.get(path))

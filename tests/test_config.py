@@ -95,3 +95,13 @@ def test_yaml_round_trip(tmp_path: Path):
     f = tmp_path / "resolved.yaml"
     f.write_text(to_yaml(c))
     assert resolve_config(None, f) == c
+
+
+def test_changing_plugin_with_new_options_drops_old_ones(tmp_path: Path):
+    f = tmp_path / "a.yaml"
+    f.write_text("model:\n  resampler:\n    name: bimamba\n    options: {d_state: 8}\n")
+    c = resolve_config(None, f, extra={"model": {"resampler": {"name": "mlp", "options": {"hidden_dim": 32}}}})
+    assert c.model.resampler.options == {"hidden_dim": 32}
+    same = resolve_config(None, f, extra={"model": {"resampler": {"name": "bimamba", "options": {"d_conv": 2}}}})
+    assert same.model.resampler.options["d_state"] == 8  # same plugin: options merge
+    assert same.model.resampler.options["d_conv"] == 2
