@@ -79,7 +79,14 @@ def test_provider_encodes_once_and_recomputes_corrupt_entries(tmp_path: Path) ->
         shard.write_bytes(shard.read_bytes()[:100])
     p2 = FeatureProvider(model, 2, str(tmp_path), torch.device("cpu"), batch_size=4)
     again = p2.features(items[:4])
-    assert sum(calls) == 12 and torch.equal(first, again)
+    # the final features are remade from the cached encoder prefix: no new encoder pass
+    assert sum(calls) == 8 and torch.equal(first, again)
+    assert p2.stats == {"encoder_image_passes": 0, "cache_hits": 4}
+    for shard in list(p.cache.dir.glob("shard-*.safetensors")) + list(p.prefix_cache.dir.glob("shard-*.safetensors")):
+        shard.write_bytes(shard.read_bytes()[:100])
+    p3 = FeatureProvider(model, 2, str(tmp_path), torch.device("cpu"), batch_size=4)
+    assert torch.equal(p3.features(items[:4]), first)
+    assert sum(calls) == 12 and p3.stats["encoder_image_passes"] == 4
     direct = original(model.tile(torch.stack([i["erp"] for i in items[:4]])), 2)
     assert torch.allclose(first, direct)
 
@@ -91,3 +98,26 @@ def test_cache_key_follows_trained_encoder_blocks(tmp_path: Path) -> None:
         model.block2.weight.add_(1.0)  # what Stage 1 trains
     assert model.encoder_cache_key(2) != before
     assert FeatureProvider(model, 2, str(tmp_path), torch.device("cpu")).cache.key.startswith(model.encoder_cache_key(2))
+
+
+def test_prefix_is_shared_between_stages_and_runs(tmp_path: Path) -> None:
+    """Stage 1 and Stages 2-3 (and later runs with the same encoder) share one prefix pass."""
+    torch.manual_seed(0)
+    model = FakeCoraModel(tiny_config())
+    items = make_splits(6, 1, 1).train
+    stats: dict[str, int] = {}
+    FeatureProvider(model, 1, str(tmp_path), torch.device("cpu"), stats=stats).fill(items)
+    assert stats["encoder_image_passes"] == 6
+    with torch.no_grad():
+        model.block2.weight.add_(1.0)  # Stage 1 trained the last block
+    FeatureProvider(model, 2, str(tmp_path), torch.device("cpu"), stats=stats).fill(items)
+    assert stats == {"encoder_image_passes": 6, "cache_hits": 6}
+    torch.manual_seed(0)
+    same_encoder = FakeCoraModel(tiny_config())  # another grid cell: same seed, same encoder
+    other_run: dict[str, int] = {}
+    FeatureProvider(same_encoder, 1, str(tmp_path), torch.device("cpu"), stats=other_run).fill(items)
+    assert other_run == {"encoder_image_passes": 0, "cache_hits": 6}
+    torch.manual_seed(1)
+    other_seed: dict[str, int] = {}
+    FeatureProvider(FakeCoraModel(tiny_config()), 1, str(tmp_path), torch.device("cpu"), stats=other_seed).fill(items)
+    assert other_seed["encoder_image_passes"] == 6  # another random encoder: never reused

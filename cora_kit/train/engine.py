@@ -59,6 +59,8 @@ class RunResult:
     diagnostics: dict[str, Any] | None = None
     scores: dict[str, Any] | None = None
     seconds: float = 0.0
+    #: ``encoder_image_passes`` (images through the frozen encoder prefix) and ``cache_hits``
+    cache_stats: dict[str, int] = field(default_factory=dict)
 
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
@@ -107,6 +109,8 @@ class _Ctx:
     progress: bool
     plain: bool
     on_step: StepCallback | None
+    #: encoder_image_passes / cache_hits of every FeatureProvider of this run
+    cache_stats: dict[str, int] = field(default_factory=dict)
 
 
 def _train_stage(ctx: _Ctx, model: Any, stage: int, items: Sequence[dict[str, Any]], resume: bool) -> StageResult:
@@ -122,7 +126,9 @@ def _train_stage(ctx: _Ctx, model: Any, stage: int, items: Sequence[dict[str, An
 
     seed_everything(ctx.config.seed * 1000 + stage)
     views = stage1_views(model) if stage == 1 else None  # seed: Stage 1 sees the tiles only
-    provider = FeatureProvider(model, stage, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, views)
+    provider = FeatureProvider(
+        model, stage, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, views, stats=ctx.cache_stats
+    )
     mine = items[ctx.dist.rank :: ctx.dist.world_size]
     n_new = provider.fill(mine)
     dist_utils.barrier(ctx.dist)
@@ -331,6 +337,7 @@ def run(
         result.scores = report.evaluate_test(model, splits, ctx)
     dist_utils.barrier(info)
     result.seconds = time.perf_counter() - t_start
+    result.cache_stats = dict(ctx.cache_stats)
     if info.is_main:
         report.write_summary(rd, config, result, splits, model.plugin_metadata())
     return result

@@ -124,24 +124,42 @@ def epoch_order(n_items: int, seed: int, stage: int, epoch: int, rank: int = 0, 
 
 
 class FeatureProvider:
-    """Frozen-encoder output per item, computed once and served from a ``FeatureCache``.
+    """Frozen-encoder output per item, computed once and served from feature caches.
 
-    ``stage`` selects what is frozen (``model.encode_frozen(views, stage)``); the cache
-    key is ``model.encoder_cache_key(stage)`` plus ``views`` (a subset of the layout's
-    views, e.g. the tiles for Stage 1; None: all). Items are dicts with ``"erp"`` ``[3,H,W]``
-    and (optionally) ``"image_path"``; image hashes are memoised per path.
+    Two caches, both keyed by image content hash:
+
+    - the *prefix* cache holds the output of the encoder blocks that are frozen in every
+      stage (``model.encode_frozen(views, 1)``, all views); its key is
+      ``model.encoder_cache_key(1)``, the same for every stage and for every run with the
+      same encoder weights, so an ablation grid runs the expensive prefix once per image;
+    - for stages 2 and 3 the *final* cache holds the whole frozen encoder's output, made
+      from the cached prefix by the last k blocks (``encode_trainable(prefix, 1)``, no
+      grad); its key includes those blocks' weights as Stage 1 left them.
+
+    Stage 1 serves the prefix of ``views`` (the tiles: the seed's Stage 1 sees no global
+    view). ``stats`` (shared by the providers of one run) counts ``encoder_image_passes``
+    (images run through the prefix) and ``cache_hits`` (prefix lookups served from disk).
+    Items are dicts with ``"erp"`` ``[3,H,W]`` and optionally ``"image_path"``.
     """
 
     def __init__(
         self, model: Any, stage: int, cache_dir: str, device: torch.device, batch_size: int = 8,
-        views: Sequence[int] | None = None,
+        views: Sequence[int] | None = None, stats: dict[str, int] | None = None,
     ) -> None:
         self.model = model
         self.stage = stage
         self.device = device
         self.batch_size = batch_size
         self.views = list(views) if views is not None else None
-        self.cache = FeatureCache(cache_dir, f"{model.encoder_cache_key(stage)}|views={self.views or 'all'}")
+        self.stats = stats if stats is not None else {}
+        self.stats.setdefault("encoder_image_passes", 0)
+        self.stats.setdefault("cache_hits", 0)
+        self.prefix_cache = FeatureCache(cache_dir, f"{model.encoder_cache_key(1)}|prefix|views=all")
+        self.cache = (
+            self.prefix_cache
+            if stage == 1
+            else FeatureCache(cache_dir, f"{model.encoder_cache_key(stage)}|final|views=all")
+        )
         self._hashes: dict[str, str] = {}
 
     def item_hash(self, item: dict[str, Any]) -> str:
@@ -153,49 +171,77 @@ class FeatureProvider:
             self._hashes[path] = h
         return h
 
-    @torch.no_grad()
-    def _compute(self, erps: list[torch.Tensor]) -> torch.Tensor:
-        """Encode in a forked RNG, so a cache hit or miss never changes the training RNG."""
+    def _forked(self) -> Any:
+        """A forked RNG, so a cache hit or miss never changes the training RNG."""
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            views = self.model.tile(torch.stack(erps).to(self.device))
-            if self.views is not None:
-                views = views[:, self.views]
-            return self.model.encode_frozen(views, self.stage).float().cpu()
+        return torch.random.fork_rng(devices=devices)
+
+    @torch.no_grad()
+    def _prefixes(self, by_hash: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Prefix ``[V,P,Dv]`` per hash of ``by_hash`` (hash -> ERP): cached or computed."""
+        got = self.prefix_cache.get(by_hash)
+        self.stats["cache_hits"] += len(got)
+        missing = [h for h in by_hash if h not in got]
+        for start in range(0, len(missing), self.batch_size):
+            sub = missing[start : start + self.batch_size]
+            with self._forked():
+                views = self.model.tile(torch.stack([by_hash[h] for h in sub]).to(self.device))
+                feats = self.model.encode_frozen(views, 1).float().cpu()
+            fresh = dict(zip(sub, feats, strict=True))
+            self.prefix_cache.put(fresh)
+            self.stats["encoder_image_passes"] += len(sub)
+            got.update(fresh)
+        return got
+
+    @torch.no_grad()
+    def _finals(self, by_hash: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Final features (stages 2, 3) per hash, made from the prefix and stored."""
+        prefixes = self._prefixes(by_hash)
+        keys = list(by_hash)
+        out: dict[str, torch.Tensor] = {}
+        for start in range(0, len(keys), self.batch_size):
+            sub = keys[start : start + self.batch_size]
+            hidden = torch.stack([prefixes[h] for h in sub]).to(self.device)
+            with self._forked():
+                final = self.model.encode_trainable(hidden, 1).float().cpu()
+            out.update(zip(sub, final, strict=True))
+        self.cache.put(out)
+        return out
 
     def fill(self, items: Sequence[dict[str, Any]], on_chunk: Callable[[int], None] | None = None) -> int:
-        """Compute and store the features of every item not cached yet; returns how many."""
+        """Store the features of every item not cached yet; returns how many were made."""
         self.cache.refresh()
+        self.prefix_cache.refresh()
         todo: dict[str, torch.Tensor] = {}
+        cached: set[str] = set()
         for item in items:
             h = self.item_hash(item)
-            if h not in self.cache and h not in todo:
+            if h in self.cache:
+                cached.add(h)
+            elif h not in todo:
                 todo[h] = item["erp"]
+        self.stats["cache_hits"] += len(cached)
         keys = list(todo)
-        for start in range(0, len(keys), self.batch_size * 8):
-            chunk = keys[start : start + self.batch_size * 8]
-            out: dict[str, torch.Tensor] = {}
-            for s in range(0, len(chunk), self.batch_size):
-                sub = chunk[s : s + self.batch_size]
-                feats = self._compute([todo[h] for h in sub])
-                out.update(dict(zip(sub, feats, strict=True)))
-            self.cache.put(out)
+        chunk_size = self.batch_size * 8
+        for start in range(0, len(keys), chunk_size):
+            chunk = {h: todo[h] for h in keys[start : start + chunk_size]}
+            self._prefixes(chunk) if self.stage == 1 else self._finals(chunk)
             if on_chunk is not None:
                 on_chunk(len(chunk))
         return len(keys)
 
     def features(self, items: Sequence[dict[str, Any]]) -> torch.Tensor:
-        """``[B,V,P,Dv]`` for ``items`` (missing/corrupt entries are recomputed and stored)."""
+        """``[B,V,P,Dv]`` for ``items`` (missing/corrupt entries are recomputed and stored);
+        Stage 1: the prefix of ``views`` only."""
         hashes = [self.item_hash(i) for i in items]
         got = self.cache.get(hashes)
-        missing = [h for h in dict.fromkeys(hashes) if h not in got]
+        missing = {h: i["erp"] for h, i in zip(hashes, items, strict=True) if h not in got}
         if missing:
-            by_hash = {h: i for h, i in zip(hashes, items, strict=True)}
-            feats = self._compute([by_hash[h]["erp"] for h in missing])
-            fresh = dict(zip(missing, feats, strict=True))
-            self.cache.put(fresh)
-            got.update(fresh)
-        return torch.stack([got[h] for h in hashes]).to(self.device)
+            got.update(self._prefixes(missing) if self.stage == 1 else self._finals(missing))
+        out = torch.stack([got[h] for h in hashes])
+        if self.stage == 1 and self.views is not None:
+            out = out[:, self.views]
+        return out.to(self.device)
 
 
 def stage1_views(model: Any) -> list[int]:
