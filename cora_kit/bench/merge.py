@@ -165,4 +165,12 @@ def merge(
     paths = report.write_tables(table, bench_dir, metrics, unavailable, meta)
     paths["plot"] = report.plot(table, metrics, bench_dir / "plot.png")
     report.print_table(table, metrics, unavailable, console)
+    if console is not None:
+        console.print(
+            f"frozen encoder: {meta['encoder_image_passes']} image passes for {len(records)} cell(s), "
+            f"{meta['cache_hits']} cache hits (shared cache: {bench_dir / 'feature_cache'})",
+            highlight=False,
+        )
+        for cell, error in failures.items():
+            console.print(f"[red]failed[/] {cell}: {error}", highlight=False)
     return paths

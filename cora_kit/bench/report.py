@@ -29,6 +29,13 @@ def _mean_std(row: Mapping[str, object], metric: str) -> str:
     return f"{mean:.4f}"
 
 
+def _delta(row: Mapping[str, object], metric: str) -> str:
+    d, lo, hi = (row.get(f"{metric}_{k}") for k in ("delta", "ci_low", "ci_high"))
+    if not isinstance(d, float) or math.isnan(d):
+        return "NaN"
+    return f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
+
 def _labels(table: pd.DataFrame) -> list[str]:
     labels = [c for c in LABEL_COLUMNS if c in table.columns]
     if "tiler" in labels and set(table["tiler"]) <= {"-"}:
@@ -57,17 +64,31 @@ def write_tables(
     }
     table.to_csv(paths["csv"], index=False)
     labels = _labels(table)
-    headers = labels + [m for m in metrics] + ["n_seeds"]
+    deltas = [m for m in metrics if f"{m}_delta" in table.columns]
+    headers = (
+        labels + list(metrics) + [f"Δ{m} [95% CI]" for m in deltas]
+        + ["adj_cos", "trainable params", "wall s", "n_seeds"]
+    )
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for _, row in table.iterrows():
         cells = [str(row[c]) for c in labels] + [_mean_std(row, m) for m in metrics]
+        cells += [_delta(row, m) for m in deltas]
+        cells += [
+            _mean_std(row, "adj_cos"),
+            _fmt(row.get("trainable_params_mean", math.nan), 0),
+            _fmt(row.get("wall_time_s_mean", math.nan), 1),
+        ]
         cells.append(str(int(row.get("n_seeds", 0))) + (f" ({int(row['n_failed'])} failed)" if row.get("n_failed") else ""))
         lines.append("| " + " | ".join(cells) + " |")
     notes = _footnotes(unavailable)
     md = "\n".join(lines) + "\n"
     if notes:
         md += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    md += "\nValues are mean ± sample std over seeds.\n"
+    md += "\nValues are mean ± sample std over seeds."
+    if deltas:
+        md += (" Δ: paired difference to the baseline over the same test items and seeds (mean of"
+               " per-item scores), 95% percentile bootstrap CI over items.")
+    md += "\n"
     paths["md"].write_text(md, encoding="utf-8")
     tex = [
         "\\begin{tabular}{" + "l" * len(labels) + "r" * (len(metrics) + 1) + "}",

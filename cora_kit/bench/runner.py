@@ -82,11 +82,44 @@ def is_finished(cell_dir: Path) -> bool:
 def default_trainer(
     config: CoraConfig, run_dir: Path, cache_dir: Path, stages: Sequence[int]
 ) -> Mapping[str, Any]:
-    """Train and evaluate one cell with the same code as ``cora-kit run``."""
+    """Train and evaluate one cell with the same code as ``cora-kit run``; returns the
+    cell record (scores, per-item scores, diagnostics, trainable params, cache stats)."""
     from cora_kit.train.engine import run
 
-    result = run(config, run_dir, stages=tuple(stages), feature_cache_dir=cache_dir)
-    return result.to_record() if hasattr(result, "to_record") else dict(vars(result))
+    result = run(config, run_dir, stages=tuple(stages), feature_cache_dir=cache_dir, plain_progress=True)
+    return cell_record(result, config)
+
+
+def cell_record(result: Any, config: CoraConfig) -> dict[str, Any]:
+    """What the tables need from a finished run (``RunResult``)."""
+    from cora_kit.eval.scoring import per_item_scores, read_predictions, read_references
+
+    record: dict[str, Any] = {
+        "run_dir": str(result.out_dir),
+        "run_seconds": result.seconds,
+        "trainable_params": max(
+            (sum(st.trainable.values()) for st in result.stages.values() if st.trainable), default=0
+        ),
+        "trainable_by_stage": {str(k): sum(st.trainable.values()) for k, st in result.stages.items()},
+        "encoder_image_passes": result.cache_stats.get("encoder_image_passes", 0),
+        "cache_hits": result.cache_stats.get("cache_hits", 0),
+    }
+    after = (result.diagnostics or {}).get("after") or {}
+    record["diagnostics"] = after.get("values", after)
+    scores = (result.scores or {}).get("panorama") or {}
+    record["unavailable"] = dict(scores.get("unavailable", {}))
+    record["scores"] = {k: v for k, v in scores.items() if k != "unavailable"}
+    for control in ("blank", "shuffled"):
+        ctrl = (result.scores or {}).get(control) or {}
+        record[f"scores_{control}"] = {k: v for k, v in ctrl.items() if k != "unavailable"}
+    pred_path = Path(result.out_dir) / "predictions.jsonl"
+    ref_path = Path(result.out_dir) / "references.jsonl"
+    if pred_path.is_file() and ref_path.is_file():
+        per_item, _ = per_item_scores(
+            read_predictions(pred_path), read_references(ref_path), config.eval.metrics
+        )
+        record["per_item"] = per_item
+    return record
 
 
 def run_grid(

@@ -114,7 +114,9 @@ def bench(
         loss_options=_options(loss_opt, "--loss-opt"),
         use_shared_cache=not no_shared_cache,
     )
-    metrics = list(DEFAULT_METRICS)
+    from cora_kit.bench.runner import cell_config
+
+    metrics = list(cell_config(spec, cells[0]).eval.metrics) if cells else list(DEFAULT_METRICS)
     bench_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "name": name, "resamplers": res_list, "losses": loss_list, "tilers": tiler_list,

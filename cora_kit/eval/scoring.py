@@ -275,6 +275,38 @@ def score(
     return report
 
 
+def per_item_scores(
+    predictions: Mapping[str, str],
+    references: Mapping[str, Sequence[str]],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Per-id scores for paired comparisons (bootstrap CIs): ``({metric: {id: value}},
+    {metric: reason})``. Metrics offering ``score_items_tokenized`` (BLEU-4, ROUGE-L,
+    CIDEr) share one tokenisation; the others are listed with the reason they have none.
+    """
+    from cora_kit.registry import REGISTRY
+
+    check_grouped(predictions, references)
+    out: dict[str, dict[str, float]] = {}
+    missing: dict[str, str] = {}
+    tokens: dict[str, tuple[dict[str, list[str]], dict[str, list[str]]]] = {}
+    for name in metrics:
+        metric = REGISTRY.create("metric", name)
+        key = metric_key(metric, name)
+        ok, reason = metric.available()
+        if not ok:
+            missing[key] = reason or "unavailable"
+            continue
+        if not (isinstance(metric, TokenizedMetric) and hasattr(metric, "score_items_tokenized")):
+            missing[key] = "no per-item scores for this metric"
+            continue
+        tk = metric.tokenizer_key
+        if tk not in tokens:
+            tokens[tk] = metric.tokenize(predictions, references)
+        out[key] = metric.score_items_tokenized(*tokens[tk])
+    return out, missing
+
+
 def _raise(message: str) -> None:
     raise RuntimeError(message)
 

@@ -99,6 +99,15 @@ class Bleu4(CocoMetric):
             "bleu3": float(values[2]),
         }
 
+    def score_items_tokenized(
+        self, res: Mapping[str, list[str]], gts: Mapping[str, list[str]]
+    ) -> dict[str, float]:
+        """Sentence-level BLEU-4 per id (the corpus BLEU is not their mean)."""
+        from pycocoevalcap.bleu.bleu import Bleu
+
+        _, per_item = Bleu(4).compute_score(dict(gts), dict(res), verbose=0)
+        return {k: float(v) for k, v in zip(gts, per_item[3], strict=True)}
+
 
 class RougeL(CocoMetric):
     """ROUGE-L (LCS F-measure, beta 1.2, max over references; COCO)."""
@@ -113,6 +122,15 @@ class RougeL(CocoMetric):
         value, _ = Rouge().compute_score(dict(gts), dict(res))
         return {"rouge_l": float(value)}
 
+    def score_items_tokenized(
+        self, res: Mapping[str, list[str]], gts: Mapping[str, list[str]]
+    ) -> dict[str, float]:
+        """ROUGE-L per id (the corpus value is their mean)."""
+        from pycocoevalcap.rouge.rouge import Rouge
+
+        _, per_item = Rouge().compute_score(dict(gts), dict(res))
+        return {k: float(v) for k, v in zip(gts, per_item, strict=True)}
+
 
 class Cider(CocoMetric):
     """CIDEr-D (COCO): tf-idf n-gram consensus, idf from the references of this corpus."""
@@ -126,3 +144,12 @@ class Cider(CocoMetric):
 
         value, _ = _Cider().compute_score(dict(gts), dict(res))
         return {"cider": float(value)}
+
+    def score_items_tokenized(
+        self, res: Mapping[str, list[str]], gts: Mapping[str, list[str]]
+    ) -> dict[str, float]:
+        """CIDEr-D per id, idf from all references (the corpus value is their mean)."""
+        from pycocoevalcap.cider.cider import Cider as _Cider
+
+        _, per_item = _Cider().compute_score(dict(gts), dict(res))
+        return {k: float(v) for k, v in zip(gts, per_item, strict=True)}
