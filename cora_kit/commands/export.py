@@ -1,0 +1,36 @@
+"""``cora-kit export --run runs/NAME --out DIR``: a self-contained model folder.
+
+LoRA is merged into the LLM (peft ``merge_and_unload``); the LLM and encoder are saved
+with ``save_pretrained``, resampler / projector / overlap head as safetensors, with the
+resolved config (paths inside DIR) and plugins.json. ``cora-kit caption --model DIR``
+loads it with no run folder and no hub. Logic: ``cora_kit.models.export``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def export(
+    run: Path = typer.Option(..., "--run", help="Trained run folder (runs/NAME)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (must not exist or be empty)."),
+    from_runs: list[Path] = typer.Option([], "--from", help="Run folder holding earlier stages (runs trained with --from)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --out folder."),
+) -> None:
+    """Merge LoRA and write a self-contained model folder (safetensors only)."""
+    from transformers.utils import logging as hf_logging
+
+    from cora_kit.models.export import export_run, summarize
+
+    hf_logging.disable_progress_bar()
+    folder = export_run(run, out, sources=tuple(from_runs), overwrite=overwrite)
+    sizes = summarize(folder)
+    total = sum(sizes.values())
+    typer.echo(f"exported {run} -> {folder} ({len(sizes)} weight files, {total / 2**20:.1f} MiB)")
+    typer.echo(f"caption with: cora-kit caption PANO.jpg --model {folder}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)
