@@ -1,0 +1,209 @@
+"""``cora-kit caption`` and ``cora-kit export`` on a real tiny run (a few steps per stage).
+
+Peers: the training engine's own test-split predictions (``predictions.jsonl``) for the
+run loader, and the LoRA-wrapped LLM for the merged export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from cora_kit import inference
+from cora_kit.cli import main
+from cora_kit.config import resolve_config
+from cora_kit.errors import CheckpointError
+from cora_kit.models import export as export_mod
+from cora_kit.pipeline import CoraModel
+from cora_kit.train.data import load_splits
+from cora_kit.train.engine import run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("caption")
+    # a high Stage-3 lr so the LoRA adapters end far from zero and merging them matters
+    sets = [f"data.synth_dir={root / 'synth'}", "data.synth.n_train=8", "data.synth.n_val=2", "data.synth.n_test=4",
+            "stages.stage1.max_steps=1", "stages.stage2.max_steps=1", "stages.stage3.max_steps=2",
+            "stages.stage3.lr=1e-2", "eval.metrics=[bleu4]", "eval.max_new_tokens=4", "device=cpu"]
+    run(resolve_config("tiny", None, sets), root / "runs" / "t", progress=False)
+    return root / "runs" / "t"
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run: Path) -> Path:
+    out = tiny_run.parent.parent / "exported"
+    assert main(["export", "--run", str(tiny_run), "--out", str(out)]) == 0
+    return out
+
+
+def _images(run_dir: Path) -> Path:
+    return run_dir.parent.parent / "synth" / "images"
+
+
+def _vision_embeds(model: CoraModel, files: list[Path], query: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused LLM inputs ``[B,L,D]`` + mask for ``files`` through the whole vision path."""
+    erps = [inference.read_panorama(f) for f in files]
+    hidden = torch.cat([model.encode_frozen(model.tile(e[None]), 3) for e in erps])
+    latent = model.resample(model.encode_trainable(hidden, 3))
+    fused = model.fusion(model.projector(latent).tokens, [query] * len(files), model.llm.embed_tokens)
+    return fused.inputs_embeds, fused.attention_mask
+
+
+def test_seeded_rebuild_reproduces_frozen_weights(tiny_run: Path) -> None:
+    """The run stores trainable weights only: rebuilding from config.yaml must give the
+    same frozen weights whatever the global RNG state is."""
+    config = inference.read_config(tiny_run / "config.yaml")
+    torch.manual_seed(1)
+    a = CoraModel.from_config(config).state_dict()
+    torch.manual_seed(12345)
+    torch.rand(1000)
+    b = CoraModel.from_config(config).state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_loader_reproduces_the_engines_predictions(tiny_run: Path) -> None:
+    """Captions of the test split through ``load_run`` equal what the engine wrote."""
+    model, info = inference.load_run(tiny_run, device="cpu")
+    assert sorted(info.stages) == [1, 2, 3] and not info.notes
+    config = model.config
+    items = list(load_splits(config).test)
+    want = {json.loads(line)["id"]: json.loads(line)["prediction"]
+            for line in (tiny_run / "predictions.jsonl").read_text().splitlines()}
+    got = inference.caption_erps(model, [i["erp"] for i in items], [i["query"] for i in items],
+                                 config.eval.max_new_tokens, config.eval.num_beams)
+    assert dict(zip([i["id"] for i in items], got, strict=True)) == want
+
+
+def test_export_folder_is_self_contained(exported: Path) -> None:
+    names = {p.name for p in exported.iterdir()}
+    assert {"config.yaml", "plugins.json", "export.json", "encoder", "llm", "resampler.safetensors",
+            "projector.safetensors", "overlap_head.safetensors"} <= names
+    assert not export_mod.find_pickles(exported)
+    config = inference.read_config(exported / "config.yaml")
+    assert config.model.llm.pretrained == "llm" and config.model.encoder.pretrained == "encoder"
+    assert config.model.llm.arch == {} and config.model.llm.tokenizer is None
+    assert (exported / "llm" / "tokenizer.json").is_file()
+    assert json.loads((exported / "plugins.json").read_text())["resampler"]["name"] == "bimamba"
+    # the folder loads from anywhere: paths resolve inside it, not against the cwd
+    moved = exported.parent / "moved"
+    shutil.copytree(exported, moved)
+    model, _ = export_mod.load_export(moved, device="cpu")
+    assert str(moved.resolve()) in model.config.model.llm.pretrained
+
+
+def test_merged_llm_matches_lora_wrapped(tiny_run: Path, exported: Path) -> None:
+    lora_model, _ = inference.load_run(tiny_run, device="cpu")
+    assert not lora_model.llm.lora_is_zero()
+    merged_model, _ = export_mod.load_export(exported, device="cpu")
+    files = sorted(_images(tiny_run).glob("test_*.png"))[:2]
+    query = "where is the red cube?"
+    with torch.no_grad():
+        emb_a, mask = _vision_embeds(lora_model, files, query)
+        emb_b, mask_b = _vision_embeds(merged_model, files, query)
+        torch.testing.assert_close(emb_b, emb_a, rtol=0, atol=1e-6)  # encoder, resampler, projector
+        assert torch.equal(mask, mask_b)
+        logits_lora = lora_model.llm(emb_a, mask).logits
+        logits_merged = merged_model.llm(emb_a, mask).logits
+        with lora_model.llm.model.disable_adapter():
+            logits_base = lora_model.llm(emb_a, mask).logits
+    torch.testing.assert_close(logits_merged, logits_lora, rtol=1e-4, atol=1e-4)
+    assert (logits_base - logits_lora).abs().max() > 1e-2  # the adapters do change the LM
+    # greedy tokens of a forced length (the tiny model may end at once otherwise)
+    kw = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
+    ids_lora = lora_model.llm.model.generate(inputs_embeds=emb_a, attention_mask=mask, **kw)
+    ids_merged = merged_model.llm.model.generate(inputs_embeds=emb_a, attention_mask=mask, **kw)
+    assert torch.equal(ids_lora, ids_merged)
+
+
+def test_caption_run_then_model_gives_identical_captions(
+    tiny_run: Path, exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = _images(tiny_run)
+    one = sorted(images.glob("*.png"))[0]
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    common = ["--max-new-tokens", "5", "--query", "what is above the horizon?"]
+    assert main(["caption", str(one), str(images), "--run", str(tiny_run), "--out", str(a), *common]) == 0
+    assert main(["caption", str(one), str(images), "--model", str(exported), "--out", str(b), *common]) == 0
+    rows_a = [json.loads(x) for x in a.read_text().splitlines()]
+    rows_b = [json.loads(x) for x in b.read_text().splitlines()]
+    expected = [str(one)] + [str(p) for p in sorted(images.glob("*.png"))]
+    assert [r["image"] for r in rows_a] == expected
+    assert rows_a == rows_b
+    assert all(r["query"] == "what is above the horizon?" for r in rows_a)
+    assert "caption" in capsys.readouterr().out
+
+
+def test_export_refuses_pickle_files(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "with-pickle"
+    shutil.copytree(exported, bad)
+    torch.save({"x": torch.zeros(2)}, bad / "llm" / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pickle"):
+        export_mod.load_export(bad)
+    pano = next(iter(sorted(_images_from_export(exported).glob("*.png"))))
+    assert main(["caption", str(pano), "--model", str(bad)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "pytorch_model.bin" in err and "safetensors only" in err
+
+
+def _images_from_export(exported: Path) -> Path:
+    return exported.parent / "synth" / "images"
+
+
+def test_export_detects_modified_weights(exported: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "modified"
+    shutil.copytree(exported, bad)
+    path = bad / "projector.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="projector.safetensors"):
+        export_mod.load_export(bad)
+
+
+def test_export_refuses_non_empty_out(tiny_run: Path, exported: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "--run", str(tiny_run), "--out", str(exported)]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["missing", "not-2to1", "unreadable", "empty-folder"])
+def test_bad_panoramas_exit_2_naming_the_file(
+    case: str, tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "pano.jpg"
+    if case == "not-2to1":
+        Image.new("RGB", (30, 20)).save(path)
+    elif case == "unreadable":
+        path.write_text("not an image")
+    elif case == "empty-folder":
+        path = tmp_path / "empty"
+        path.mkdir()
+    assert main(["caption", str(path), "--run", str(tiny_run)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_run_and_model_flags(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pano = sorted(_images(tiny_run).glob("*.png"))[0]
+    assert main(["caption", str(pano)]) == 2
+    assert "exactly one of --run" in capsys.readouterr().err
+    only1 = tmp_path / "only-stage1"
+    only1.mkdir()
+    shutil.copy(tiny_run / "config.yaml", only1 / "config.yaml")
+    shutil.copytree(tiny_run / "stage1", only1 / "stage1")
+    assert main(["caption", str(pano), "--run", str(only1)]) == 2
+    assert "only stage 1 has weights" in capsys.readouterr().err
+    no3 = tmp_path / "stage3-only"
+    no3.mkdir()
+    shutil.copy(tiny_run / "config.yaml", no3 / "config.yaml")
+    shutil.copytree(tiny_run / "stage3", no3 / "stage3")
+    with pytest.raises(CheckpointError, match="--from"):
+        inference.load_run(no3, device="cpu")
+    model, info = inference.load_run(no3, device="cpu", sources=[tiny_run])
+    assert info.stages[1].startswith(str(tiny_run))
