@@ -160,6 +160,9 @@ class CoraConfig(_Strict):
     seed: int = 0
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    #: ``--batch-size auto``: per stage, choose the largest micro-batch that fits and make up
+    #: the configured effective batch (batch_size x grad_accum x GPUs) by accumulation
+    auto_batch: bool = False
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)

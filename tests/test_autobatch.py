@@ -78,3 +78,39 @@ def test_cpu_rule_from_ram():
 def test_split_uses_divisors():
     assert plan_split(12, 5, 1, 5, "r").micro_batch == 4
     assert plan_split(7, 5, 1, 5, "r").micro_batch == 1
+
+
+def test_saved_activation_bytes_scales_with_batch():
+    from cora_kit.train.autobatch import saved_activation_bytes
+
+    lin = torch.nn.Linear(64, 64)
+
+    def step(b: int):
+        return lambda: torch.tanh(lin(torch.randn(b, 64))).sum()
+
+    one, four = saved_activation_bytes(step(1)), saved_activation_bytes(step(4))
+    assert one > 0 and four > one
+
+
+def test_run_with_batch_size_auto_records_the_choice(tmp_path, monkeypatch):
+    """The real tiny pipeline on CPU: the RAM rule picks a micro-batch, the effective batch
+    and the number of optimizer steps stay as configured, config.yaml records the split."""
+    import yaml
+
+    from cora_kit.cli import main
+    from cora_kit.data.synth import ensure_synthetic
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = tmp_path / "d"
+    ensure_synthetic(data, n_train=8, n_val=2, n_test=2, size=(64, 128), seed=0)
+    args = ["run", "--data", str(data), "--out", str(tmp_path / "runs"), "--name", "auto", "--stages", "1,2",
+            "--batch-size", "auto", "--resampler", "mlp", "--loss", "none",
+            "--set", "stages.stage1.max_steps=1", "--set", "stages.stage2.max_steps=1",
+            "--set", "stages.stage2.batch_size=2", "--set", "stages.stage2.grad_accum=2",
+            "--set", "eval.metrics=[cider]"]
+    assert main(args) == 0
+    cfg = yaml.safe_load((tmp_path / "runs" / "auto" / "config.yaml").read_text())
+    assert cfg["auto_batch"] is True
+    s2 = cfg["stages"]["stage2"]
+    assert s2["batch_size"] * s2["grad_accum"] == 4
+    assert main(["run", "--batch-size", "7"]) == 2

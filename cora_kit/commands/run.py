@@ -80,6 +80,10 @@ def run(
     overrides: list[str] = typer.Option([], "--set", help="Config override key.path=value (repeatable)."),
     feature_cache: Path = typer.Option(None, "--feature-cache", help="Feature cache folder (default: <out>/.feature-cache)."),
     plain: bool = typer.Option(False, "--plain", help="Plain log lines instead of progress bars."),
+    batch_size: str = typer.Option(
+        None, "--batch-size",
+        help="'auto': per stage, the largest micro-batch that fits; the effective batch is kept by accumulation.",
+    ),
 ) -> None:
     """Train Stage 1-3 and evaluate on the test split; writes runs/<name>/."""
     from cora_kit.config import resolve_config, validate_plugin_choices
@@ -98,6 +102,12 @@ def run(
         extra["data"] = {"path": data}
     if seed is not None:
         extra["seed"] = seed
+    if batch_size is not None:
+        if batch_size != "auto":
+            raise ConfigError(
+                f"--batch-size takes 'auto'; got {batch_size!r} (set a stage's batch with --set stages.stage2.batch_size=N)"
+            )
+        extra["auto_batch"] = True
     cfg = resolve_config(preset, config, overrides, extra=extra)
     cfg = with_plugin_options(cfg, parse_options(resampler_opt, "--resampler-opt"), parse_options(loss_opt, "--loss-opt"))
     validate_plugin_choices(cfg)

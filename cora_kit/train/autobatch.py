@@ -141,3 +141,50 @@ def plan_from_ram(
         f"{bytes_per_sample / 2**20:.1f} MiB per sample = {limit}"
     )
     return plan_split(per_device, limit, world_size, limit, rule)
+
+
+def saved_activation_bytes(step: Callable[[], Any]) -> int:
+    """Bytes of the tensors autograd saves for backward during ``step()`` (one forward)."""
+    import torch
+
+    total = 0
+    seen: set[int] = set()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        key = t.untyped_storage().data_ptr() if t.device.type != "meta" else id(t)
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return total
+
+
+def search_stage_batch(
+    step: Callable[[int], Any],
+    batch_size: int,
+    grad_accum: int,
+    world_size: int,
+    device_type: str,
+    available_bytes: float | None = None,
+) -> BatchPlan:
+    """The split of one stage's effective batch for ``--batch-size auto``.
+
+    ``step(b)`` runs forward+backward of the stage's step on a synthetic micro-batch of
+    ``b`` (and returns the loss). CUDA: trials with doubling + bisection (OOM caught,
+    cache emptied), ``SAFETY_MARGIN``. CPU: the stated RAM rule with bytes per sample =
+    2 x the activation bytes autograd saves for one sample (gradients and temporaries).
+    """
+    import torch
+
+    if device_type == "cuda":
+        return plan_from_search(batch_size, grad_accum, world_size, step, on_oom=torch.cuda.empty_cache)
+    if available_bytes is None:
+        import psutil
+
+        available_bytes = float(psutil.virtual_memory().available)
+    per_sample = 2.0 * saved_activation_bytes(lambda: step(1))
+    return plan_from_ram(batch_size, grad_accum, world_size, max(per_sample, 1.0), available_bytes)

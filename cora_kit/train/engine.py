@@ -113,6 +113,40 @@ class _Ctx:
     cache_stats: dict[str, int] = field(default_factory=dict)
 
 
+def _auto_batch(
+    ctx: _Ctx, model: Any, stage: int, cfg: StageConfig, provider: FeatureProvider,
+    items: Sequence[dict[str, Any]], say: Callable[..., None],
+) -> StageConfig:
+    """``--batch-size auto``: split the stage's effective batch by what fits; the choice is
+    printed and written into the run's config.yaml."""
+    from cora_kit.train.autobatch import search_stage_batch
+
+    sample = provider.features(items[:1])
+    fn = STEP_FNS[stage]
+
+    def step(b: int) -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        try:
+            with _autocast(ctx.device, ctx.config.precision):
+                loss, _ = fn(model, sample.expand(b, *sample.shape[1:]).clone(), [items[0]] * b, cfg)
+            loss.backward()
+        finally:
+            model.zero_grad(set_to_none=True)
+        return loss
+
+    with torch.random.fork_rng(devices=[ctx.device.index or 0] if ctx.device.type == "cuda" else []):
+        plan = search_stage_batch(step, cfg.batch_size, cfg.grad_accum, ctx.dist.world_size, ctx.device.type)
+    new = cfg.model_copy(update={"batch_size": plan.micro_batch, "grad_accum": plan.grad_accum})
+    say(
+        f"stage {stage}: --batch-size auto: micro-batch {plan.micro_batch} x accumulation {plan.grad_accum}"
+        f" x {plan.world_size} process(es) = effective {plan.effective} (unchanged); {plan.rule}"
+    )
+    stages = ctx.config.stages.model_copy(update={f"stage{stage}": new})
+    ctx.config = ctx.config.model_copy(update={"stages": stages})
+    ctx.rd.write_text(ctx.rd.config, to_yaml(ctx.config))
+    return new
+
+
 def _train_stage(ctx: _Ctx, model: Any, stage: int, items: Sequence[dict[str, Any]], resume: bool) -> StageResult:
     cfg: StageConfig = getattr(ctx.config.stages, f"stage{stage}")
     stage_dir = ctx.rd.stage(stage)
@@ -135,6 +169,8 @@ def _train_stage(ctx: _Ctx, model: Any, stage: int, items: Sequence[dict[str, An
     provider.cache.refresh()
     say(f"stage {stage}: feature cache {provider.cache.dir} ({n_new} images encoded, {len(provider.cache)} cached)")
 
+    if ctx.config.auto_batch:
+        cfg = _auto_batch(ctx, model, stage, cfg, provider, items, say)
     micro, total = plan_steps(len(items), cfg, ctx.dist.world_size)
     params = [p for g in model.param_groups(stage, cfg) for p in g["params"]]
     optim = torch.optim.AdamW(model.param_groups(stage, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
