@@ -78,6 +78,10 @@ def test_run_loader_reproduces_the_engines_predictions(tiny_run: Path) -> None:
     got = inference.caption_erps(model, [i["erp"] for i in items], [i["query"] for i in items],
                                  config.eval.max_new_tokens, config.eval.num_beams)
     assert dict(zip([i["id"] for i in items], got, strict=True)) == want
+    # the training run cached Stage-3 encoder features under a key that fingerprints every
+    # encoder weight: the rebuilt encoder (seeded init + Stage-1 blocks) has the same key
+    cache_keys = [json.loads(p.read_text())["key"] for p in (tiny_run.parent / ".feature-cache").glob("*/key.json")]
+    assert any(k.startswith(model.encoder_cache_key(3)) for k in cache_keys)
 
 
 def test_export_folder_is_self_contained(exported: Path) -> None:
@@ -145,14 +149,10 @@ def test_export_refuses_pickle_files(exported: Path, tmp_path: Path, capsys: pyt
     torch.save({"x": torch.zeros(2)}, bad / "llm" / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="pickle"):
         export_mod.load_export(bad)
-    pano = next(iter(sorted(_images_from_export(exported).glob("*.png"))))
+    pano = sorted((exported.parent / "synth" / "images").glob("*.png"))[0]
     assert main(["caption", str(pano), "--model", str(bad)]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "pytorch_model.bin" in err and "safetensors only" in err
-
-
-def _images_from_export(exported: Path) -> Path:
-    return exported.parent / "synth" / "images"
 
 
 def test_export_detects_modified_weights(exported: Path, tmp_path: Path) -> None:
