@@ -166,6 +166,8 @@ class Qwen3Adapter(LLMAdapter):
         )
         with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            # an adapter on lm_head (tiny preset) deliberately stays untied from the input embedding
+            warnings.filterwarnings("ignore", message=".*tie_word_embeddings=True.*ensure_weight_tying.*")
             self.model = get_peft_model(self.model, config)
         self.lora_enabled = True
 
