@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+
+# One intra-op thread: the tests' tensors are small, and on shared or oversubscribed cores
+# OpenMP spin-waits made 2-thread steps up to 100x slower (measured here).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cora_kit.registry import REGISTRY
+import torch  # noqa: E402
+
+from cora_kit.registry import REGISTRY  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

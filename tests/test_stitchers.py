@@ -86,3 +86,14 @@ def test_shape_errors(layout):
         stitcher(torch.zeros(1, 8, 256, 4), layout, (16, 16))
     with pytest.raises(ValueError, match="P = 16\\*16"):
         stitcher(torch.zeros(1, 9, 64, 4), layout, (16, 16))
+
+
+def test_a_meta_device_build_does_not_poison_the_geometry_cache():
+    import cora_kit
+
+    stitcher = cora_kit.create("stitcher", "stride-views")
+    layout = cora_kit.create("tiler", "e2p").layout
+    with torch.device("meta"):
+        stitcher.select(layout, (16, 16))
+    pos = stitcher.select(layout, (16, 16))
+    assert pos.lon.device.type == "cpu" and torch.isfinite(pos.lon).all()

@@ -18,7 +18,10 @@ class StitcherParams(PluginParams):
 
 @lru_cache(maxsize=32)
 def _lonlat(layout: TileLayout, grid: Grid) -> tuple[torch.Tensor, torch.Tensor]:
-    lon, lat = patch_lonlat(layout, grid)
+    # always on the CPU: a model built under `with torch.device("meta")` (model-summary)
+    # must not leave meta tensors in this cache for later real models
+    with torch.device("cpu"):
+        lon, lat = patch_lonlat(layout, grid)
     return lon.to(torch.float32), lat.to(torch.float32)
 
 
