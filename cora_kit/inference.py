@@ -140,6 +140,9 @@ def load_run(run_dir: str | Path, device: str = "auto", sources: Sequence[str | 
     config = read_config(run_dir / "config.yaml")
     files, notes = run_stage_files(run_dir, [Path(s) for s in sources])
     model = CoraModel.from_config(config, device=resolve_device(device))
+    from cora_kit.train.engine import WEIGHTS_FINGERPRINT, check_or_write_fingerprint
+
+    check_or_write_fingerprint(run_dir / WEIGHTS_FINGERPRINT, model, writer=False)
     for k, path in files.items():
         model.load_trainable_state_dict(ckpt.load_weights(path), strict=True)
     model.eval()

@@ -373,6 +373,13 @@ class CoraModel(nn.Module):
 
     # -- reporting ---------------------------------------------------------------------
 
+    def weights_fingerprint(self) -> str:
+        """Hash of every parameter (names, shapes, values): written beside a run when the
+        model is built, so a rebuild from ``config.yaml`` can prove it starts from the same
+        frozen weights (seeded random init or the same pretrained files)."""
+        named = sorted(self.named_parameters(), key=lambda kv: kv[0])
+        return _fingerprint([p for _, p in named]) + f"-{len(named)}"
+
     def plugin_metadata(self) -> dict:
         """Per plugin kind: name, distribution, version, backend actually used, options."""
         m = self.config.model

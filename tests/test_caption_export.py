@@ -207,3 +207,16 @@ def test_run_and_model_flags(tiny_run: Path, tmp_path: Path, capsys: pytest.Capt
         inference.load_run(no3, device="cpu")
     model, info = inference.load_run(no3, device="cpu", sources=[tiny_run])
     assert info.stages[1].startswith(str(tiny_run))
+
+
+def test_run_records_weights_fingerprint_and_rebuild_checks_it(tiny_run: Path, tmp_path: Path) -> None:
+    from cora_kit.errors import CheckpointError
+
+    recorded = (tiny_run / "weights_fingerprint.txt").read_text().strip()
+    assert recorded
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    inference.load_run(copy, device="cpu")  # same config -> same initial weights
+    (copy / "weights_fingerprint.txt").write_text("0" * 32 + "-1\n")
+    with pytest.raises(CheckpointError, match="other initial weights"):
+        inference.load_run(copy, device="cpu")

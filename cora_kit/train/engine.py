@@ -80,6 +80,29 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return contextlib.nullcontext()
 
 
+WEIGHTS_FINGERPRINT = "weights_fingerprint.txt"
+
+
+def check_or_write_fingerprint(path: Path, model: Any, writer: bool = True) -> None:
+    """Record the freshly built model's weights fingerprint, or check it against the one
+    recorded (resume, ``cora-kit caption --run``): a mismatch means the rebuild does not
+    start from the weights this run was trained from."""
+    fingerprint = getattr(model, "weights_fingerprint", None)
+    if fingerprint is None:
+        return
+    current = fingerprint()
+    if path.is_file():
+        recorded = path.read_text(encoding="utf-8").strip()
+        if recorded != current:
+            raise CheckpointError(
+                f"{path}: the model rebuilt from config.yaml has other initial weights ({current}) than "
+                f"the run was trained from ({recorded}); a changed transformers/torch version or "
+                "pretrained files on disk can do this"
+            )
+    elif writer:
+        path.write_text(current + "\n", encoding="utf-8")
+
+
 def default_model_factory(config: CoraConfig, device: torch.device) -> Any:
     from cora_kit.pipeline import CoraModel
 
@@ -339,6 +362,7 @@ def run(
     splits = splits if splits is not None else load_splits(config)
     rd.write_text(rd.config, to_yaml(config))
     rd.write_json(rd.plugins, model.plugin_metadata())
+    check_or_write_fingerprint(rd.root / WEIGHTS_FINGERPRINT, model, writer=rd.writer)
     sources = [out_dir] + ([Path(from_run)] if from_run else [])
     _load_previous(model, stages[0], sources)
 
