@@ -218,6 +218,8 @@ def test_packaged_tiny_tokenizer_covers_the_synthetic_language():
 
 @pytest.mark.slow
 def test_tiny_tokenizer_builder_reproduces_the_shipped_files(tmp_path):
+    """Fails when the synthetic set's language changed: rerun
+    ``python -m cora_kit.models.tiny_tokenizer`` and commit cora_kit/assets/tiny_tokenizer."""
     from cora_kit.models.tiny_tokenizer import main
 
     main([str(tmp_path)])
