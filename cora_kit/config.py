@@ -61,6 +61,11 @@ class LLMConfig(PluginChoice):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     max_text_tokens: int = Field(64, ge=8)
     trust_remote_code: bool = False
+    #: "seed": the LM is frozen in Stage 2 and trains through LoRA in Stage 3 (the paper).
+    #: "full": every LM weight also trains in Stages 2 and 3 - for a random-init LM (the
+    #: tiny preset), which has no language to protect and cannot learn one through LoRA in
+    #: minutes; the run's summary and plugins.json say so.
+    trainable: Literal["seed", "full"] = "seed"
 
 
 class OverlapHeadConfig(_Strict):
@@ -332,6 +337,8 @@ def resolve_config(
                 nxt = {}
                 node[k] = nxt
             node = nxt
+        if keys[-1] == "name" and "options" in node and node.get("name") != value:
+            node["options"] = {}  # another plugin: the old plugin's options do not apply
         node[keys[-1]] = value
         sources[tuple(keys)] = ("command line", None)
     try:

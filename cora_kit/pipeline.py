@@ -289,7 +289,11 @@ class CoraModel(nn.Module):
             "projector": list(self.projector.parameters()),
             "lora": list(self.llm.lora_parameters()),
         }
-        return {name: params for name, params in groups.items() if stage in SCHEDULE[name]}
+        chosen = {name: params for name, params in groups.items() if stage in SCHEDULE[name]}
+        if self.config.model.llm.trainable == "full" and stage in (2, 3):
+            lora = {id(p) for p in groups["lora"]}
+            chosen["llm_full"] = [p for p in self.llm.parameters() if id(p) not in lora]
+        return chosen
 
     def set_stage(self, stage: int) -> dict[str, int]:
         """Freeze everything but ``stage``'s groups; returns ``{group: n_trainable}``.
@@ -326,7 +330,10 @@ class CoraModel(nn.Module):
         """Like ``nn.Module.train``; modules frozen in the current stage stay in eval mode."""
         super().train(mode)
         if mode and self.stage is not None:
+            full_llm = self.config.model.llm.trainable == "full" and self.stage in (2, 3)
             for name in FROZEN_MODULES[self.stage]:
+                if name == "llm" and full_llm:
+                    continue
                 module = getattr(self, name)
                 if isinstance(module, nn.Module):
                     module.eval()

@@ -105,3 +105,8 @@ def test_changing_plugin_with_new_options_drops_old_ones(tmp_path: Path):
     same = resolve_config(None, f, extra={"model": {"resampler": {"name": "bimamba", "options": {"d_conv": 2}}}})
     assert same.model.resampler.options["d_state"] == 8  # same plugin: options merge
     assert same.model.resampler.options["d_conv"] == 2
+
+
+def test_set_plugin_name_drops_the_old_options():
+    c = resolve_config("tiny", overrides=["model.resampler.name=mlp"])
+    assert c.model.resampler.name == "mlp" and c.model.resampler.options == {}

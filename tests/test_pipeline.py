@@ -169,3 +169,23 @@ def test_plugin_metadata_names_backends(tiny):
     assert meta["encoder"]["name"] == "siglip2" and meta["llm"]["name"] == "qwen3"
     assert meta["resampler"]["backend"] == "torch scan"
     assert meta["layout"]["vision_tokens"] == 88 and meta["encoder"]["distribution"] == "cora-kit"
+
+
+def test_full_llm_option_trains_the_lm_in_stages_2_and_3_only():
+    from cora_kit.config import resolve_config
+    from cora_kit.pipeline import CoraModel
+
+    cfg = resolve_config("tiny", overrides=["model.llm.trainable=full", "model.resampler.name=mlp"])
+    model = CoraModel.from_config(cfg)
+    llm_ids = {id(p) for p in model.llm.parameters()}
+    s1 = model.set_stage(1)
+    assert "llm_full" not in s1 and not any(p.requires_grad for p in model.llm.parameters())
+    s2 = model.set_stage(2)
+    assert s2["llm_full"] > 0 and "lora" not in s2
+    model.train()
+    assert model.llm.training  # not kept in eval mode when it trains
+    s3 = model.set_stage(3)
+    assert s3["llm_full"] == s2["llm_full"] and s3["lora"] > 0
+    assert all(p.requires_grad for p in model.llm.parameters())
+    assert not any(p.requires_grad for p in model.resampler.parameters())
+    assert llm_ids

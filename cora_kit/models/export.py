@@ -94,6 +94,24 @@ def _save_encoder(encoder: nn.Module, out: Path, cfg: dict[str, Any]) -> list[st
     return sorted(str(p.relative_to(out)) for p in (out / "encoder").glob("*.safetensors"))
 
 
+def _untie_adapted_lm_head(peft_model: nn.Module) -> None:
+    """Merging a LoRA on ``lm_head`` into weights tied to the input embeddings would change
+    the embeddings too: give ``lm_head`` its own copy first (and record it untied)."""
+    base = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
+    config = getattr(base, "config", None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if config is None or head is None or not getattr(config, "tie_word_embeddings", False):
+        return
+    layer = getattr(head, "base_layer", None)
+    if layer is None:  # no adapter on lm_head: tying stays exact
+        return
+    layer.weight = nn.Parameter(layer.weight.detach().clone(), requires_grad=False)
+    config.tie_word_embeddings = False
+    text_config = getattr(config, "get_text_config", lambda: None)()
+    if text_config is not None and text_config is not config:
+        text_config.tie_word_embeddings = False
+
+
 def _save_llm(llm: nn.Module, out: Path, cfg: dict[str, Any]) -> list[str]:
     inner = getattr(llm, "model", None)
     tokenizer = getattr(llm, "tokenizer", None)
@@ -102,6 +120,7 @@ def _save_llm(llm: nn.Module, out: Path, cfg: dict[str, Any]) -> list[str]:
             f"LLM plugin '{cfg['model']['llm']['name']}' does not hold a peft model and a tokenizer"
             " (.model.merge_and_unload, .tokenizer.save_pretrained); it cannot be exported"
         )
+    _untie_adapted_lm_head(inner)
     merged = inner.merge_and_unload()  # LoRA folded into the base weights
     llm.model = merged
     llm.lora_enabled = False
