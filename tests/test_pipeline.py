@@ -15,7 +15,8 @@ ANSWERS = ["two", "behind the viewer"]
 
 @pytest.fixture(scope="module")
 def tiny() -> CoraModel:
-    return CoraModel.from_config(resolve_config("tiny"))
+    # the seed's freeze table (the tiny preset itself trains its random-init LM fully)
+    return CoraModel.from_config(resolve_config("tiny", overrides=["model.llm.trainable=seed"]))
 
 
 def _latent(model: CoraModel, stage: int, B: int = 2) -> torch.Tensor:

@@ -208,6 +208,8 @@ def tiny_config(**overrides: Any) -> CoraConfig:
         "stages.stage1.log_every=1", "stages.stage2.log_every=1", "stages.stage3.log_every=1",
         "stages.stage1.checkpoint_every=2", "stages.stage2.checkpoint_every=2", "stages.stage3.checkpoint_every=2",
         "eval.metrics=[cider]", "eval.batch_size=4", "device=cpu",
+        # one epoch per stage, as these tests count steps (the tiny preset trains Stage 2 longer)
+        "stages.stage1.epochs=1", "stages.stage2.epochs=1", "stages.stage3.epochs=1",
     ]
     sets += [f"{k}={v}" for k, v in overrides.items()]
     return resolve_config("tiny", None, sets)
