@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 
-# One intra-op thread: the tests' tensors are small, and on shared or oversubscribed cores
-# OpenMP spin-waits made 2-thread steps up to 100x slower (measured here).
+# One intra-op thread, set before torch is imported: the tests' tensors are small, and on
+# shared or oversubscribed cores OpenMP spin-waits made 2-thread steps up to 100x slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from cora_kit.registry import REGISTRY  # noqa: E402
