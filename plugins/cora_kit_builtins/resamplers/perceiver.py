@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cora_kit.interfaces import Grid, Resampler, ResamplerParams
-from cora_kit_builtins.resamplers.attention import latent_grid, sincos_2d
+from cora_kit.interfaces import ResamplerParams
+from cora_kit_builtins.resamplers.attention import LearnedQueryResampler
 
 
 class PerceiverParams(ResamplerParams):
@@ -56,8 +56,10 @@ class PerceiverLayer(nn.Module):
         return latents + self.ff(latents)
 
 
-class PerceiverResampler(Resampler):
+class PerceiverResampler(LearnedQueryResampler):
     """``[N,P,in] -> [N,num_latents,out]`` through learned latents."""
+
+    label = "perceiver"
 
     def __init__(
         self,
@@ -69,29 +71,7 @@ class PerceiverResampler(Resampler):
         num_latents: int = 256,
         ff_mult: int = 4,
     ) -> None:
-        super().__init__()
-        if num_latents < 1:
-            raise ValueError(f"perceiver num_latents must be >= 1; got {num_latents}")
-        self.in_dim, self.out_dim, self.num_latents = in_dim, out_dim, num_latents
-        self.input_proj = nn.Linear(in_dim, hidden_dim)
-        self.latents = nn.Parameter(torch.randn(num_latents, hidden_dim) * 0.02)
-        self.layers = nn.ModuleList(
-            PerceiverLayer(hidden_dim, num_heads, ff_mult) for _ in range(depth)
+        super().__init__(
+            in_dim, out_dim, hidden_dim, depth, num_latents, lambda: PerceiverLayer(hidden_dim, num_heads, ff_mult)
         )
-        self.norm = nn.LayerNorm(hidden_dim)
-        self.output_proj = nn.Linear(hidden_dim, out_dim)
-
-    def output_grid(self, grid: Grid) -> Grid:
-        return latent_grid(self.num_latents, grid)
-
-    def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
-        if x.dim() != 3 or x.shape[-1] != self.in_dim or x.shape[1] != grid[0] * grid[1]:
-            raise ValueError(
-                f"perceiver expects [N,{grid[0] * grid[1]},{self.in_dim}] for grid {tuple(grid)}; got {list(x.shape)}"
-            )
-        media = self.input_proj(x)
-        media = media + sincos_2d(grid, media.shape[-1], media.device).to(media.dtype)
-        latents = self.latents.expand(x.shape[0], -1, -1)
-        for layer in self.layers:
-            latents = layer(media, latents)
-        return self.output_proj(self.norm(latents))
+        self.num_latents = num_latents

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cora_kit.interfaces import Grid, Resampler, ResamplerParams
-from cora_kit_builtins.resamplers.attention import latent_grid, sincos_2d
+from cora_kit.interfaces import ResamplerParams
+from cora_kit_builtins.resamplers.attention import LearnedQueryResampler
 
 
 class QFormerParams(ResamplerParams):
@@ -50,8 +50,10 @@ class QFormerLayer(nn.Module):
         return queries + self.ff(queries)
 
 
-class QFormerResampler(Resampler):
+class QFormerResampler(LearnedQueryResampler):
     """``[N,P,in] -> [N,num_queries,out]`` through learned queries."""
+
+    label = "qformer"
 
     def __init__(
         self,
@@ -63,27 +65,7 @@ class QFormerResampler(Resampler):
         num_queries: int = 256,
         ff_mult: int = 4,
     ) -> None:
-        super().__init__()
-        if num_queries < 1:
-            raise ValueError(f"qformer num_queries must be >= 1; got {num_queries}")
-        self.in_dim, self.out_dim, self.num_queries = in_dim, out_dim, num_queries
-        self.input_proj = nn.Linear(in_dim, hidden_dim)
-        self.queries = nn.Parameter(torch.randn(num_queries, hidden_dim) * 0.02)
-        self.layers = nn.ModuleList(QFormerLayer(hidden_dim, num_heads, ff_mult) for _ in range(depth))
-        self.norm = nn.LayerNorm(hidden_dim)
-        self.output_proj = nn.Linear(hidden_dim, out_dim)
-
-    def output_grid(self, grid: Grid) -> Grid:
-        return latent_grid(self.num_queries, grid)
-
-    def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
-        if x.dim() != 3 or x.shape[-1] != self.in_dim or x.shape[1] != grid[0] * grid[1]:
-            raise ValueError(
-                f"qformer expects [N,{grid[0] * grid[1]},{self.in_dim}] for grid {tuple(grid)}; got {list(x.shape)}"
-            )
-        media = self.input_proj(x)
-        media = media + sincos_2d(grid, media.shape[-1], media.device).to(media.dtype)
-        queries = self.queries.expand(x.shape[0], -1, -1)
-        for layer in self.layers:
-            queries = layer(media, queries)
-        return self.output_proj(self.norm(queries))
+        super().__init__(
+            in_dim, out_dim, hidden_dim, depth, num_queries, lambda: QFormerLayer(hidden_dim, num_heads, ff_mult)
+        )
+        self.num_queries = num_queries
