@@ -46,6 +46,8 @@ def plugins(
         typer.echo(json.dumps(rows, indent=2))
         return
     console = Console()
+    if not console.is_terminal:  # piped or logged: do not cut names to 80 columns
+        console = Console(width=200)
     table = Table(title="cora-kit plugins")
     for col in ("name", "kind", "aliases", "distribution", "version", "backend", "status"):
         table.add_column(col)
