@@ -51,7 +51,28 @@ def _views(tiler: Callable[[torch.Tensor], Any] | None, erp: torch.Tensor) -> di
     return {"views": views[0]}
 
 
-class CaptionDataset(Dataset):
+class _ErpDataset(Dataset):
+    """Rows with an ``image_path`` -> dicts with the decoded ERP (and views when tiled)."""
+
+    def __init__(
+        self,
+        rows: Sequence[Any] | LoadReport,
+        erp_size: tuple[int, int] | None = None,
+        tiler: Callable[[torch.Tensor], Any] | None = None,
+    ) -> None:
+        self.items = list(rows.items if isinstance(rows, LoadReport) else rows)
+        self.erp_size = erp_size
+        self.tiler = tiler
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _image(self, row: Any) -> dict[str, Any]:
+        erp = decode_erp(row.image_path, self.erp_size)
+        return {"id": row.id, "image_path": row.image_path, "erp": erp, **_views(self.tiler, erp)}
+
+
+class CaptionDataset(_ErpDataset):
     """(image, query) samples -> dicts with the decoded ERP, query, answer and references."""
 
     def __init__(
@@ -60,28 +81,18 @@ class CaptionDataset(Dataset):
         erp_size: tuple[int, int] | None = None,
         tiler: Callable[[torch.Tensor], Any] | None = None,
     ) -> None:
-        self.samples = list(samples.items if isinstance(samples, LoadReport) else samples)
-        self.erp_size = erp_size
-        self.tiler = tiler
+        super().__init__(samples, erp_size, tiler)
 
-    def __len__(self) -> int:
-        return len(self.samples)
+    @property
+    def samples(self) -> list[Sample]:
+        return self.items
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        s = self.samples[index]
-        erp = decode_erp(s.image_path, self.erp_size)
-        return {
-            "id": s.id,
-            "image_path": s.image_path,
-            "erp": erp,
-            "query": s.query,
-            "answer": s.answer,
-            "references": list(s.references),
-            **_views(self.tiler, erp),
-        }
+        s = self.items[index]
+        return {**self._image(s), "query": s.query, "answer": s.answer, "references": list(s.references)}
 
 
-class PanoramaDataset(Dataset):
+class PanoramaDataset(_ErpDataset):
     """Stage-1 panoramas (images only) -> ``{"id", "image_path", "erp"}``."""
 
     def __init__(
@@ -90,17 +101,10 @@ class PanoramaDataset(Dataset):
         erp_size: tuple[int, int] | None = None,
         tiler: Callable[[torch.Tensor], Any] | None = None,
     ) -> None:
-        self.items = list(items.items if isinstance(items, LoadReport) else items)
-        self.erp_size = erp_size
-        self.tiler = tiler
-
-    def __len__(self) -> int:
-        return len(self.items)
+        super().__init__(items, erp_size, tiler)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        it = self.items[index]
-        erp = decode_erp(it.image_path, self.erp_size)
-        return {"id": it.id, "image_path": it.image_path, "erp": erp, **_views(self.tiler, erp)}
+        return self._image(self.items[index])
 
 
 def caption_dataset(
