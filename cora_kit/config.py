@@ -152,7 +152,9 @@ class DataConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    metrics: list[str] = Field(default_factory=lambda: ["bleu4", "meteor", "rouge_l", "cider", "spice"])
+    metrics: list[str] = Field(
+        default_factory=lambda: ["bleu4", "meteor", "rouge_l", "cider", "spice", "exact-match"]
+    )
     max_new_tokens: int = Field(32, ge=1)
     num_beams: int = Field(1, ge=1)
     batch_size: int = Field(8, ge=1)

@@ -92,7 +92,7 @@ def default_trainer(
 
 def cell_record(result: Any, config: CoraConfig) -> dict[str, Any]:
     """What the tables need from a finished run (``RunResult``)."""
-    from cora_kit.eval.scoring import per_item_scores, read_predictions, read_references
+    from cora_kit.eval.scoring import per_item_scores, read_kinds, read_predictions, read_references
 
     record: dict[str, Any] = {
         "run_dir": str(result.out_dir),
@@ -116,7 +116,8 @@ def cell_record(result: Any, config: CoraConfig) -> dict[str, Any]:
     ref_path = Path(result.out_dir) / "references.jsonl"
     if pred_path.is_file() and ref_path.is_file():
         per_item, _ = per_item_scores(
-            read_predictions(pred_path), read_references(ref_path), config.eval.metrics
+            read_predictions(pred_path), read_references(ref_path), config.eval.metrics,
+            kinds=read_kinds(ref_path) or None,
         )
         record["per_item"] = per_item
     return record

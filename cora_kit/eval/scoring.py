@@ -14,6 +14,8 @@ File formats (JSON Lines, one object a line, blank lines ignored):
 - predictions: ``{"id": ..., "prediction": "..."}``, one row per id; ``""`` is scored.
 - references: ``{"id": ..., "references": ["...", ...]}`` (one row per id) or
   ``{"id": ..., "reference": "..."}`` (several rows per id, grouped in file order).
+  Either form may carry the item's query ``"kind"`` (a string; optional): metrics that
+  report per kind (``exact-match/<kind>``) read it with ``read_kinds``.
 Ids are strings or integers (integers are compared as their decimal string).
 """
 
@@ -30,8 +32,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from cora_kit.errors import DataError
 
-#: the paper's five metrics (QuIC-360 table), in its column order
-DEFAULT_METRICS: tuple[str, ...] = ("bleu4", "meteor", "rouge_l", "cider", "spice")
+#: the paper's five metrics (QuIC-360 table), in its column order, then exact match
+#: (short answers: the embedded benchmark's first metric)
+DEFAULT_METRICS: tuple[str, ...] = ("bleu4", "meteor", "rouge_l", "cider", "spice", "exact-match")
 _SHOWN_IDS = 5
 
 
@@ -50,6 +53,31 @@ class TokenizedMetric(Protocol):
     def score_tokenized(
         self, res: Mapping[str, list[str]], gts: Mapping[str, list[str]]
     ) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class KindMetric(Protocol):
+    """Optional protocol: a metric that also reports one value per query kind."""
+
+    def score_kinds(
+        self,
+        predictions: Mapping[str, str],
+        references: Mapping[str, Sequence[str]],
+        kinds: Mapping[str, str | None],
+    ) -> dict[str, float]:
+        """The metric's values plus ``<key>/<kind>`` for every kind in ``kinds``."""
+        ...
+
+
+@runtime_checkable
+class ItemMetric(Protocol):
+    """Optional protocol: per-item values without a shared tokenisation."""
+
+    def score_items(
+        self, predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]
+    ) -> dict[str, float]:
+        """``{id: value}``; the metric's value is their mean."""
+        ...
 
 
 # --- validation ---------------------------------------------------------------
@@ -177,6 +205,28 @@ def read_references(path: str | Path) -> dict[str, list[str]]:
     return out
 
 
+def read_kinds(path: str | Path) -> dict[str, str]:
+    """``{id: kind}`` of the references JSONL rows that carry a ``"kind"`` (empty when none
+    does); one id with two different kinds is a DataError naming the line."""
+    path = Path(path)
+    out: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for lineno, row in _rows(path):
+        if row.get("kind") is None:
+            continue
+        key = _row_id(path, lineno, row)
+        kind = row["kind"]
+        if not isinstance(kind, str) or not kind.strip():
+            raise DataError(f"{path}:{lineno}: field 'kind' must be a non-empty string, got {kind!r}")
+        if key in out and out[key] != kind:
+            raise DataError(
+                f"{path}:{lineno}: id {key!r} has kind {kind!r} here and {out[key]!r} on line {first[key]}"
+            )
+        out.setdefault(key, kind)
+        first.setdefault(key, lineno)
+    return out
+
+
 # --- scoring ------------------------------------------------------------------
 
 
@@ -211,10 +261,12 @@ def score(
     *,
     params: Mapping[str, Mapping[str, Any]] | None = None,
     strict: bool = False,
+    kinds: Mapping[str, str | None] | None = None,
 ) -> ScoreReport:
     """Score ``predictions`` against grouped ``references`` with metric plugins.
 
-    ``params`` maps a metric name to its plugin parameters. ``strict`` re-raises a
+    ``params`` maps a metric name to its plugin parameters. ``kinds`` (id -> query kind)
+    makes metrics with ``score_kinds`` (``KindMetric``) report per kind too. ``strict`` re-raises a
     metric's failure instead of recording NaN + reason. Metrics with a ``start()``
     method (java processes) are started first and scored on a worker thread, so their
     JVM start overlaps with tokenisation and the pure-Python metrics.
@@ -253,6 +305,8 @@ def score(
                     _guard(report, results, key, strict, _raise, tok)
                 else:
                     _guard(report, results, key, strict, metric.score_tokenized, *tok)
+            elif kinds and isinstance(metric, KindMetric):
+                _guard(report, results, key, strict, metric.score_kinds, predictions, references, kinds)
             else:
                 _guard(report, results, key, strict, metric.score, predictions, references)
             report.seconds[key] = time.perf_counter() - t0
@@ -279,10 +333,14 @@ def per_item_scores(
     predictions: Mapping[str, str],
     references: Mapping[str, Sequence[str]],
     metrics: Sequence[str] = DEFAULT_METRICS,
+    kinds: Mapping[str, str | None] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """Per-id scores for paired comparisons (bootstrap CIs): ``({metric: {id: value}},
     {metric: reason})``. Metrics offering ``score_items_tokenized`` (BLEU-4, ROUGE-L,
-    CIDEr) share one tokenisation; the others are listed with the reason they have none.
+    CIDEr) share one tokenisation; ``score_items`` (``exact-match``) needs none; the
+    others are listed with the reason they have none. With ``kinds`` (id -> kind), a
+    metric that reports per kind (``KindMetric``) also gets ``<key>/<kind>``: the values
+    of that kind's ids only (their mean is the per-kind score).
     """
     from cora_kit.registry import REGISTRY
 
@@ -297,13 +355,19 @@ def per_item_scores(
         if not ok:
             missing[key] = reason or "unavailable"
             continue
-        if not (isinstance(metric, TokenizedMetric) and hasattr(metric, "score_items_tokenized")):
+        if isinstance(metric, TokenizedMetric) and hasattr(metric, "score_items_tokenized"):
+            tk = metric.tokenizer_key
+            if tk not in tokens:
+                tokens[tk] = metric.tokenize(predictions, references)
+            out[key] = metric.score_items_tokenized(*tokens[tk])
+        elif isinstance(metric, ItemMetric):
+            out[key] = metric.score_items(predictions, references)
+        else:
             missing[key] = "no per-item scores for this metric"
             continue
-        tk = metric.tokenizer_key
-        if tk not in tokens:
-            tokens[tk] = metric.tokenize(predictions, references)
-        out[key] = metric.score_items_tokenized(*tokens[tk])
+        if kinds and isinstance(metric, KindMetric):
+            for kind in sorted({k for k in kinds.values() if k}):
+                out[f"{key}/{kind}"] = {i: v for i, v in out[key].items() if kinds.get(i) == kind}
     return out, missing
 
 
@@ -363,5 +427,7 @@ def score_files(
     metrics: Sequence[str] = DEFAULT_METRICS,
     **kwargs: Any,
 ) -> ScoreReport:
-    """``score`` on a predictions and a references JSONL file."""
+    """``score`` on a predictions and a references JSONL file; the references' ``kind``
+    fields (when present) give the per-kind values."""
+    kwargs.setdefault("kinds", read_kinds(references) or None)
     return score(read_predictions(predictions), read_references(references), metrics, **kwargs)

@@ -2,7 +2,8 @@
 
 COCO-standard (pycocoevalcap, PTB-tokenised once for all of them by
 ``cora_kit.eval.scoring``): ``bleu4``, ``meteor``, ``rouge-l``, ``cider``, ``spice``;
-plus ``sacrebleu`` and ``meteor-nltk``. Score keys use underscores (``rouge_l``,
+plus ``sacrebleu``, ``meteor-nltk`` and ``exact-match`` (short answers; per query kind as
+``exact-match/<kind>`` when the data names kinds). Score keys use underscores (``rouge_l``,
 ``meteor_nltk``), which are also accepted as names.
 """
 
@@ -33,7 +34,7 @@ def _wordnet_backend() -> str:
 @hookimpl
 def register_metrics(register: RegisterCallback) -> None:
     """Register the built-in metrics."""
-    from cora_kit_builtins.metrics import coco, meteor, meteor_nltk, sacrebleu_metric, spice
+    from cora_kit_builtins.metrics import coco, exact_match, meteor, meteor_nltk, sacrebleu_metric, spice
 
     register(
         "bleu4",
@@ -86,4 +87,12 @@ def register_metrics(register: RegisterCallback) -> None:
         aliases=("meteor_nltk",),
         backend=_wordnet_backend,
         description="METEOR by NLTK (needs the WordNet corpus; see 'eval setup-wordnet')",
+    )
+    register(
+        "exact-match",
+        exact_match.ExactMatch,
+        aliases=("exact_match", "em"),
+        backend="python",
+        description="answer equals a reference after lower-case, punctuation removal, whitespace"
+        " collapse; exact-match/<kind> per query kind when the data names kinds",
     )
