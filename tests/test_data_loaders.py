@@ -71,6 +71,37 @@ def test_quic360_urls_map_to_image_root_and_references_group(tmp_path, images):
     assert len({s.id for s in report}) == 3 and plants.id == "a#0" and report[2].id == "a#1"
 
 
+def test_quic360_without_kind_column_has_no_kind(tmp_path, images):
+    f = _csv(tmp_path / "valid.csv", QUIC.format(a=URL.format("a"), b=URL.format("b")))
+    assert [s.kind for s in load_split(f, image_root=images)] == [None, None, None]
+
+
+KINDED = """url,query,annotation,kind
+a.jpg,what colour?,red,colour
+a.jpg,what colour?,it is red,colour
+b.jpg,where?,left,where
+a.jpg,anything?,yes,
+"""
+
+
+def test_optional_kind_column_is_read_per_image_and_query(tmp_path, images):
+    report = load_split(_csv(tmp_path / "k.csv", KINDED), image_root=images)
+    assert [(s.query, s.kind, s.references) for s in report] == [
+        ("what colour?", "colour", ("red", "it is red")), ("where?", "where", ("left",)), ("anything?", None, ("yes",)),
+    ]
+    # kind before the other columns, upper case header: still found
+    moved = "KIND,url,query,annotation\ncolour,a.jpg,q,red\n"
+    assert load_split(_csv(tmp_path / "m.csv", moved), image_root=images)[0].kind == "colour"
+
+
+def test_conflicting_kind_names_file_and_row(tmp_path, images):
+    f = _csv(tmp_path / "c.csv", "url,query,annotation,kind\na.jpg,q,red,colour\na.jpg,q,it is red,where\n")
+    with pytest.raises(DataError, match=r"c.csv: row 3: kind 'where' differs from 'colour' of row 2"):
+        load_split(f, image_root=images)
+    report = load_split(f, image_root=images, on_bad_row="skip")
+    assert report.skipped == {"conflicting kind": 1} and report[0].references == ("red",)
+
+
 def test_folder_with_split_files_and_val_alias(tmp_path, images):
     _csv(tmp_path / "valid.csv", QUIC.format(a=URL.format("a"), b=URL.format("b")))
     assert len(load_split(tmp_path, "val", image_root=images)) == 3
@@ -244,8 +275,8 @@ def test_synthetic_set_loads_with_the_same_loaders(tmp_path):
 
     root = ensure_synthetic(tmp_path / "s", 3, 2, 2, (32, 64), seed=0)
     train = load_split(root, "train")
-    assert train.format == "quic360" and len(train) == 6
-    assert all(3 <= len(s.references) <= 5 for s in train)
+    assert train.format == "quic360" and len(train) == 12  # 3 images x 4 queries (v2)
+    assert all(3 <= len(s.references) <= 5 for s in train) and all(s.kind for s in train)
     assert len(load_images(root, "val")) == 2 and load_images(root, "val").format == "stage1"
     item = CaptionDataset(train)[0]
     assert item["erp"].shape == (3, 32, 64) and item["answer"] == train[0].references[0]

@@ -6,6 +6,11 @@
 | cora    | ``url, instruction, response``   | one reference of (image, query)   |
 | stage1  | ``url``                          | one panorama (images only)        |
 
+Captioning CSVs may carry an optional ``kind`` column: the query kind of the row's
+(image, query) (the synthetic set names one for every query; QuIC-360 files have none and
+load as before). Every row of one (image, query) must name the same kind; an empty value
+means "no kind".
+
 ``url`` is an http(s) URL or a local path. URLs are never fetched: they map to
 ``image_root / <file name of the URL>``. A relative local path is resolved against
 ``image_root`` (then ``image_root / <file name>``) when given, else against the CSV's
@@ -42,6 +47,7 @@ SPLIT_FILES: dict[str, tuple[str, ...]] = {
     "test": ("test.csv",),
 }
 ASPECT_TOLERANCE = 0.01
+KIND_COLUMN = "kind"
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class Sample:
     query: str
     references: tuple[str, ...]
     rows: tuple[int, ...]
+    #: the query kind when the file has a ``kind`` column (None otherwise)
+    kind: str | None = None
 
     @property
     def answer(self) -> str:
@@ -191,9 +199,10 @@ def _open_csv(path: Path):
 
 
 def _header(
-    path: Path, reader, candidates: dict[str, tuple[str, ...]]
+    path: Path, reader, candidates: dict[str, tuple[str, ...]], optional: tuple[str, ...] = ()
 ) -> tuple[str, list[str], dict[str, int]]:
-    """The format whose columns the header holds, its columns and their indices."""
+    """The format whose columns the header holds, its columns and their indices (plus the
+    indices of the ``optional`` columns the header has)."""
     try:
         header = [h.strip().lower() for h in next(reader)]
     except StopIteration:
@@ -202,7 +211,8 @@ def _header(
         raise DataError(f"{path}: row 1: not a readable CSV ({exc})") from None
     for fmt, cols in candidates.items():
         if all(c in header for c in cols):
-            return fmt, list(cols), {c: header.index(c) for c in cols}
+            extra = {c: header.index(c) for c in optional if c in header}
+            return fmt, list(cols), {**{c: header.index(c) for c in cols}, **extra}
     best = max(candidates.values(), key=lambda cols: sum(c in header for c in cols))
     missing = [c for c in best if c not in header]
     expected = " or ".join("(" + ", ".join(c) + ")" for c in candidates.values())
@@ -266,8 +276,9 @@ def load_split(
     seen: dict[tuple[str, str, str], int] = {}
     with _open_csv(path) as f:
         reader = csv.reader(f)
-        report.format, cols, index = _header(path, reader, FORMATS)
+        report.format, cols, index = _header(path, reader, FORMATS, optional=(KIND_COLUMN,))
         url_c, query_c, answer_c = cols
+        kind_c = index.get(KIND_COLUMN)
         for row, fields in _rows(path, reader, max(index.values()) + 1):
             where = f"{path}: row {row}"
             try:
@@ -283,13 +294,20 @@ def load_split(
                 key = (url, query, answer)
                 if key in seen:
                     raise _BadRow("duplicate row", f"duplicate of row {seen[key]}")
+                kind = (fields[kind_c].strip() or None) if kind_c is not None else None
                 image = images(url)
+                g = groups.get((str(image), query))
+                if g is not None and g["kind"] != kind:
+                    raise _BadRow(
+                        "conflicting kind",
+                        f"kind {kind!r} differs from {g['kind']!r} of row {g['rows'][0]} (same image and query)",
+                    )
             except _BadRow as err:
                 policy.bad(where, err)
                 continue
             seen[key] = row
             report.num_rows += 1
-            g = groups.setdefault((str(image), query), {"url": url, "refs": [], "rows": []})
+            g = groups.setdefault((str(image), query), {"url": url, "refs": [], "rows": [], "kind": kind})
             g["refs"].append(answer)
             g["rows"].append(row)
     per_image: Counter = Counter()
@@ -304,6 +322,7 @@ def load_split(
                 query=query,
                 references=tuple(g["refs"]),
                 rows=tuple(g["rows"]),
+                kind=g["kind"],
             )
         )
     return report

@@ -1,8 +1,8 @@
 """The splits a run needs, as light records whose ERP is decoded only when used.
 
 ``Splits``: ``stage1_train`` / ``stage1_val`` (images only) and ``train`` / ``val`` /
-``test`` (image, query, answer, references). A record is a dict with ``id``,
-``image_path`` (and the text fields); reading ``record["erp"]`` decodes the image
+``test`` (image, query, answer, references, kind). A record is a dict with ``id``,
+``image_path`` (and the text fields; ``kind`` is None when the data names none); reading ``record["erp"]`` decodes the image
 (``[3,H,W]`` float in [0,1]) the first time it is needed, so served-from-cache epochs
 never decode a PNG.
 """
@@ -48,7 +48,8 @@ class Splits:
 
 def _captions(report: Any) -> list[dict[str, Any]]:
     return [
-        Record(id=s.id, image_path=s.image_path, query=s.query, answer=s.answer, references=list(s.references))
+        Record(id=s.id, image_path=s.image_path, query=s.query, answer=s.answer, references=list(s.references),
+               kind=s.kind)
         for s in report.items
     ]
 
@@ -67,7 +68,8 @@ def data_root(config: CoraConfig) -> Path:
     s = config.data.synth
     return ensure_synthetic(
         config.data.synth_dir, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test,
-        size=(s.height, s.width), seed=s.seed,
+        size=(s.height, s.width), seed=s.seed, queries_per_image=s.queries_per_image,
+        workers=s.workers, version=s.version,
     )
 
 
