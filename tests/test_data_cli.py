@@ -42,12 +42,12 @@ def test_check_reports_skips(tmp_path, capsys):
     capsys.readouterr()
     text = (out / "train.csv").read_text().splitlines()
     bad = tmp_path / "bad.csv"
-    bad.write_text("\n".join([*text, "images/nope.png,q,a", text[1]]) + "\n")
+    bad.write_text("\n".join([*text, "images/nope.png,q,a,where", text[1]]) + "\n")
     assert main(["data", "check", str(bad), "--image-root", str(out)]) == 2
     assert f"row {len(text) + 1}: image not found" in capsys.readouterr().err
     assert main(["data", "check", str(bad), "--image-root", str(out), "--on-bad-row", "skip"]) == 0
     got = capsys.readouterr().out
-    assert "skipped 2 rows: 1 duplicate row, 1 missing image" in got and "6 items" in got
+    assert "skipped 2 rows: 1 duplicate row, 1 missing image" in got and "12 items" in got  # 3 images x 4
 
 
 def test_show_renders_an_item(tmp_path, capsys):
@@ -61,4 +61,4 @@ def test_show_renders_an_item(tmp_path, capsys):
     with Image.open(png) as img:
         assert img.size[0] > 400 and img.size[1] > 400
     assert main(["data", "show", str(out), "--index", "99", "--out", str(png)]) == 2
-    assert "out of range (6 samples)" in capsys.readouterr().err
+    assert "out of range (12 samples)" in capsys.readouterr().err

@@ -1,4 +1,7 @@
-"""The synthetic 360-degree set: determinism, spherical geometry, captions true of their scenes."""
+"""The synthetic 360-degree set: determinism, spherical geometry, captions true of their scenes.
+
+Version 1 (the scenes and captions of ``scene.py`` / ``captions.py``) stays reproducible;
+version 2 (the default, query kinds) is tested in ``test_data_synth_v2.py``."""
 
 from __future__ import annotations
 
@@ -41,7 +44,24 @@ def _red(img: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "s"
-    return generate_synthetic(root, SynthParams(n_train=6, n_val=2, n_test=60, height=64, width=128, seed=3))
+    return generate_synthetic(root, SynthParams(n_train=6, n_val=2, n_test=60, height=64, width=128, seed=3, version=1))
+
+
+#: sha256 over (relative path, bytes) of every file of the v1 set below, as generated
+#: before version 2 existed: version 1 must stay byte-identical
+V1_DIGEST = "383080d504c96611df35deaaa36693eac14958881e50877185b6c662c761ee47"
+
+
+def test_version_1_is_reproduced_byte_for_byte(tmp_path):
+    root = generate_synthetic(tmp_path / "v1", SynthParams(n_train=4, n_val=2, n_test=3, height=32, width=64, seed=5, version=1))
+    digest = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            digest.update(str(p.relative_to(root)).encode())
+            digest.update(p.read_bytes())
+    assert digest.hexdigest() == V1_DIGEST
+    assert read_metadata(root)["version"] == 1
+    assert (root / "test.csv").read_text().splitlines()[0] == "url,query,annotation"  # no kind column
 
 
 # --- determinism --------------------------------------------------------------------
@@ -68,7 +88,7 @@ def test_image_depends_only_on_seed_split_index(tmp_path):
 
 def test_metadata_records_generator_and_parameters(small_set):
     meta = read_metadata(small_set)
-    assert meta["generator"] == "cora-kit-synth360" and meta["version"] >= 1
+    assert meta["generator"] == "cora-kit-synth360" and meta["version"] == 1
     assert meta["params"]["seed"] == 3 and meta["params"]["height"] == 64
     assert meta["splits"]["test"]["images"] == 60
     assert "cora-kit-synth360" in (small_set / "README.md").read_text()
@@ -276,6 +296,8 @@ def test_ensure_synthetic_reuses_and_refuses_mismatch(tmp_path):
     assert _tree_hashes(out) == before
     with pytest.raises(DataError, match=r"differs in: n_train, seed"):
         ensure_synthetic(out, 3, 1, 1, (32, 64), seed=1)
+    with pytest.raises(DataError, match=r"differs in: max_objects, queries_per_image, version"):
+        ensure_synthetic(out, 2, 1, 1, (32, 64), seed=0, version=1)
     assert _tree_hashes(out) == before
     (out / "images" / "train_000001.png").unlink()
     with pytest.raises(DataError, match="incomplete"):

@@ -12,7 +12,7 @@ import cora_kit
 from cora_kit.cli import app
 from cora_kit.errors import DataError
 from cora_kit.eval import scoring
-from cora_kit_builtins.metrics.exact_match import normalize_answer
+from cora_kit.data.text import normalize_answer
 
 # five items, two kinds; correct by hand: a (case + punctuation), b (second reference,
 # extra spaces), e (no kind) -> 3/5 overall; colour: a right, c wrong -> 1/2;

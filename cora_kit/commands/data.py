@@ -29,9 +29,14 @@ def synth(
     n_test: int = typer.Option(200, "--n-test", min=0),
     size: str = typer.Option("512x1024", "--size", help="ERP size HEIGHTxWIDTH (2:1)."),
     seed: int = typer.Option(0, "--seed"),
-    queries_per_image: int = typer.Option(2, "--queries-per-image", min=1),
+    queries_per_image: int = typer.Option(
+        None, "--queries-per-image", min=1, help="Default: the version's (v1: 2, v2: 4 of distinct kinds)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing set with other parameters."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes rendering images (same files)."),
+    version: int = typer.Option(
+        2, "--version", min=1, max=2, help="Generator version: 2 (query kinds, data card) or 1 (reproduces v1 sets)."
+    ),
 ) -> None:
     """Generate the deterministic synthetic 360-degree query-captioning set (or reuse it)."""
     from cora_kit.data.synth import (
@@ -46,12 +51,12 @@ def synth(
     h, w = parse_size(size)
     t0 = time.perf_counter()
     if force and out.exists():
-        params = SynthParams(n_train, n_val, n_test, h, w, seed, queries_per_image)
+        params = SynthParams(n_train, n_val, n_test, h, w, seed, queries_per_image, version=version)
         generate_synthetic(out, params, overwrite=True, workers=workers)
         action = "generated"
     else:
         existed = out.exists()
-        ensure_synthetic(out, n_train, n_val, n_test, (h, w), seed, queries_per_image, workers)
+        ensure_synthetic(out, n_train, n_val, n_test, (h, w), seed, queries_per_image, workers, version)
         action = "reused" if existed else "generated"
     meta = read_metadata(out)
     table = Table(title=f"synthetic set {action}: {out} ({time.perf_counter() - t0:.1f} s)")

@@ -44,17 +44,26 @@ standing sitting walking parked hanging lying placed located there's it's
 
 
 def synthetic_corpus(n_scenes: int = 3000, seed: int = 0) -> list[str]:
-    """Queries and all reference answers of ``n_scenes`` synthetic scenes."""
+    """Queries and all reference answers of ``n_scenes`` synthetic scenes of each generator
+    version (v1, and v2 with half of the query kinds per scene as generated), one per line: answers start a line as they start
+    the assistant's turn, so one-word answers become one token."""
     import numpy as np
 
     from cora_kit.data.captions import make_queries
+    from cora_kit.data.kinds import KINDS
     from cora_kit.data.scene import sample_scene
+    from cora_kit.data.scene_v2 import sample_scene_v2
 
     rng = np.random.default_rng(seed)
     lines: list[str] = []
     for _ in range(n_scenes):
         scene = sample_scene(rng)
         for qa in make_queries(rng, scene, 8):
+            lines.append(qa.query)
+            lines.extend(qa.references)
+    for _ in range(2 * n_scenes):
+        _scene, qas = sample_scene_v2(rng, len(KINDS) // 2)
+        for qa in qas:
             lines.append(qa.query)
             lines.extend(qa.references)
     return lines

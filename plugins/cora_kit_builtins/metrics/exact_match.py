@@ -15,22 +15,13 @@ the embedded benchmark reads exact match first (DESIGN.md section 11).
 
 from __future__ import annotations
 
-import re
-import string
 from collections.abc import Mapping, Sequence
 
+from cora_kit.data.text import normalize_answer
 from cora_kit.eval.scoring import check_grouped
 from cora_kit.interfaces import Metric
 
 KEY = "exact-match"
-_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
-_SPACE = re.compile(r"\s+")
-
-
-def normalize_answer(text: str) -> str:
-    """``"  The Red, cube! "`` -> ``"the red cube"``: lower-case, ASCII punctuation
-    removed (not replaced: ``"front-right"`` -> ``"frontright"``), whitespace collapsed."""
-    return _SPACE.sub(" ", _PUNCT.sub("", text.lower())).strip()
 
 
 def kind_key(kind: str) -> str:
