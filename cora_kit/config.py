@@ -139,6 +139,12 @@ class SynthConfig(_Strict):
     height: int = Field(512, ge=16)
     width: int = Field(1024, ge=32)
     seed: int = 0
+    #: generator version (``cora_kit.data.synth``): 2 has query kinds; 1 stays reproducible
+    version: int = Field(2, ge=1, le=2)
+    #: None: the version's default (v1: 2, v2: 4 queries of distinct kinds)
+    queries_per_image: int | None = Field(None, ge=1)
+    #: processes rendering the set on first use (the files do not depend on it)
+    workers: int = Field(1, ge=1)
 
 
 class DataConfig(_Strict):
@@ -158,6 +164,9 @@ class EvalConfig(_Strict):
     max_new_tokens: int = Field(32, ge=1)
     num_beams: int = Field(1, ge=1)
     batch_size: int = Field(8, ge=1)
+    #: the blank control (cora_kit.eval.controls): the scene without its objects
+    #: (synthetic data), the panorama's mean colour, or auto (the first where possible)
+    blank: Literal["auto", "objects-removed", "mean-colour"] = "auto"
 
 
 class CoraConfig(_Strict):

@@ -147,8 +147,14 @@ def test_resume_state_refuses_arbitrary_pickles(tmp_path: Path) -> None:
 
 
 def test_learning_beats_controls(tmp_path: Path) -> None:
-    cfg = tiny_config(**{"stages.stage2.max_steps": 40, "stages.stage2.epochs": 5, "stages.stage2.lr": 0.1, "stages.stage3.max_steps": 2})
+    cfg = tiny_config(**{"stages.stage2.max_steps": 40, "stages.stage2.epochs": 5, "stages.stage2.lr": 0.1,
+                         "stages.stage3.max_steps": 2, "eval.metrics": "[cider,exact-match]"})
     result = _run(tmp_path, config=cfg, splits=make_splits(64, 8, 16))
     s = result.scores
-    assert s["panorama"]["cider"] > s["blank"]["cider"]
-    assert s["panorama"]["cider"] > s["shuffled"]["cider"]
+    for metric in ("cider", "exact-match"):
+        assert s["panorama"][metric] > s["shuffled"][metric]
+        assert s["panorama"][metric] > s["text_prior"][metric]
+    # the fake's answer IS its panorama's mean colour, so the in-distribution blank of data
+    # without scenes (mean colour) carries the answer here: it is said, not asserted
+    # (the blank control's own tests: tests/test_controls.py)
+    assert s["controls"]["blank"].startswith("mean-colour")

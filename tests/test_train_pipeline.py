@@ -18,7 +18,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pipeline")
     sets = [f"data.synth_dir={root / 'synth'}", "data.synth.n_train=8", "data.synth.n_val=4", "data.synth.n_test=4",
             "stages.stage1.max_steps=2", "stages.stage2.max_steps=1", "stages.stage2.grad_accum=2",
-            "stages.stage3.max_steps=2", "eval.metrics=[bleu4]", "eval.max_new_tokens=4", "device=cpu",
+            "stages.stage3.max_steps=2", "eval.metrics=[bleu4,exact-match]", "eval.max_new_tokens=4", "device=cpu",
             "model.loss.name=densecl"]
     run(resolve_config("tiny", None, sets), root / "runs" / "t", progress=False)
     return root / "runs" / "t"
@@ -32,9 +32,26 @@ def test_real_pipeline_writes_the_run_folder(tiny_run: Path) -> None:
     diag = json.loads((tiny_run / "diagnostics.json").read_text())
     assert {"adj_cos", "eff_rank"} <= set(diag["after"])
     scores = json.loads((tiny_run / "scores.json").read_text())
-    assert {"panorama", "blank", "shuffled"} <= set(scores)
+    assert {"panorama", "blank", "shuffled", "text_prior"} <= set(scores)
     n_pred = len((tiny_run / "predictions.jsonl").read_text().splitlines())
-    assert n_pred == scores["num_items"] > 0
+    assert n_pred == scores["num_items"] == 16 > 0  # 4 test images x 4 queries
+
+
+def test_real_pipeline_controls_and_kinds(tiny_run: Path) -> None:
+    scores = json.loads((tiny_run / "scores.json").read_text())
+    # the synthetic set has scenes: the blank control is each scene without its objects
+    assert scores["controls"]["blank"].startswith("objects-removed")
+    refs = [json.loads(x) for x in (tiny_run / "references.jsonl").read_text().splitlines()]
+    assert all(r["kind"] == k for r, k in zip(refs, (r["kind"] for r in refs), strict=True))
+    assert sum(scores["kinds"].values()) == 16 and set(scores["kinds"]) <= {r["kind"] for r in refs}
+    for cond in ("panorama", "shuffled", "blank", "text_prior"):
+        name = "predictions.jsonl" if cond == "panorama" else f"predictions_{cond}.jsonl"
+        rows = [json.loads(x) for x in (tiny_run / name).read_text().splitlines()]
+        assert [set(r) for r in rows] == [{"id", "prediction"}] * 16
+        assert [r["id"] for r in rows] == [r["id"] for r in refs]
+        assert {f"exact-match/{k}" for k in scores["kinds"]} <= set(scores[cond])
+    summary = (tiny_run / "summary.md").read_text()
+    assert "## Exact match per query kind" in summary and "| text prior |" in summary
 
 
 def test_stage1_checkpoint_holds_only_stage1_groups(tiny_run: Path) -> None:
