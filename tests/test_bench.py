@@ -120,3 +120,109 @@ def test_grid_is_resumable_and_fault_tolerant(tmp_path: Path, monkeypatch):
     assert row["cider_delta"] == pytest.approx(0.3) and row["cider_ci_low"] == pytest.approx(0.3)
     assert math.isnan(row["spice_mean"])
     assert "CoreNLP" in paths["md"].read_text()
+
+
+# --- sweeps: a union of one-axis grids around a base setting ----------------------------
+
+SWEEPS = """
+name: s
+base: {tiler: e2p, resampler: bimamba, loss: densecl}
+sweeps:
+  - {tilers: [e2p, erp-grid]}
+  - {tilers: [erp-global], losses: [none], set: [model.stitcher.name=nearest-view]}
+  - {losses: [none, vicreg, densecl]}
+  - {resamplers: [mlp, bimamba]}
+seeds: 2
+baseline: bimamba:none
+"""
+
+
+def test_sweeps_are_the_union_of_one_axis_grids(tmp_path: Path):
+    from cora_kit.bench.grid import load_experiment
+
+    path = tmp_path / "s.yaml"
+    path.write_text(SWEEPS)
+    exp = load_experiment(path)
+    cells = exp.cells()
+    configs = list(dict.fromkeys((c.tiler, c.resampler, c.loss) for c in cells))
+    assert configs == [
+        ("e2p", "bimamba", "densecl"), ("erp-grid", "bimamba", "densecl"), ("erp-global", "bimamba", "none"),
+        ("e2p", "bimamba", "none"), ("e2p", "bimamba", "vicreg"), ("e2p", "mlp", "densecl"),
+    ]  # the base, shared by every sweep, runs once
+    assert len(cells) == 12 and len({c.cell_id for c in cells}) == 12
+    glob = [c for c in cells if c.tiler == "erp-global"]
+    assert all(c.overrides == ("model.stitcher.name=nearest-view",) for c in glob)
+    assert all(c.overrides == () for c in cells if c.tiler != "erp-global")
+    assert len(exp.cells(seeds=1)) == 6
+
+
+def test_sweep_overrides_reach_only_their_cells(tmp_path: Path):
+    from cora_kit.bench.grid import Cell
+    from cora_kit.bench.runner import cell_config
+
+    spec = BenchSpec(cells=[], preset="tiny", overrides=["eval.batch_size=3"])
+    glob = cell_config(spec, Cell("bimamba", "none", 1, "erp-global", ("model.stitcher.name=nearest-view",)))
+    assert glob.model.stitcher.name == "nearest-view" and glob.model.tiler.name == "erp-global"
+    assert glob.eval.batch_size == 3 and glob.seed == 1
+    assert cell_config(spec, Cell("bimamba", "none", 1, "e2p")).model.stitcher.name == "stride-views"
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        (SWEEPS + "resamplers: [mlp]\n", "either resamplers/losses/tilers"),
+        ("name: s\nbase: {resampler: mlp, loss: none}\nseeds: 1\n", "sweeps need a base setting"),
+        ("name: s\nbase: {resampler: mlp, loss: none}\nsweeps: [{tilers: [e2p]}]\n", "needs base.tiler"),
+        ("name: s\nbase: {resampler: mlp, loss: none}\nsweeps: [{set: [a=1]}]\n", "varies at least one"),
+        ("name: s\nlosses: [none]\n", "needs resamplers and losses"),
+    ],
+)
+def test_bad_experiment_files_name_the_problem(tmp_path: Path, text: str, needle: str):
+    from cora_kit.bench.grid import load_experiment
+
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_experiment(path)
+
+
+def test_conflicting_overrides_for_one_configuration(tmp_path: Path):
+    from cora_kit.bench.grid import load_experiment
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\nbase: {tiler: e2p, resampler: mlp, loss: none}\nsweeps:\n"
+                    "  - {losses: [none], set: [a.b=1]}\n  - {resamplers: [mlp, bimamba]}\n")
+    with pytest.raises(ConfigError, match=r"sweep 2 gives e2p:mlp:none the overrides \[\], an earlier sweep \['a.b=1'\]"):
+        load_experiment(path).cells()
+
+
+def test_sweep_baseline_is_taken_at_the_base_tiler(tmp_path: Path, monkeypatch):
+    from cora_kit.bench.grid import load_experiment
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "s.yaml"
+    path.write_text(SWEEPS)
+    cells = load_experiment(path).cells()
+    spec = BenchSpec(cells=cells, preset="tiny")
+    run_grid(spec, tmp_path / "b", trainer=_fake_trainer([], set()))
+    (tmp_path / "b" / "bench.json").write_text(json.dumps({"metrics": ["cider"], "baseline_tiler": "e2p"}))
+    table = pd.read_csv(merge(tmp_path / "b", baseline="bimamba:none")["csv"]).set_index(["tiler", "resampler", "loss"])
+    assert len(table) == 6
+    # every row is compared with e2p:bimamba:none (loss none scores 0.2, the others 0.5)
+    assert table.loc[("erp-grid", "bimamba", "densecl"), "cider_delta"] == pytest.approx(0.3)
+    assert table.loc[("erp-global", "bimamba", "none"), "cider_delta"] == pytest.approx(0.0)
+    assert table.loc[("e2p", "bimamba", "none"), "cider_delta"] == pytest.approx(0.0)
+    assert json.loads((tmp_path / "b" / "table.json").read_text())["baseline_tiler"] == "e2p"
+
+
+def test_shipped_claims_experiment_is_7_configurations_by_3_seeds():
+    from cora_kit.bench.grid import load_experiment
+
+    exp = load_experiment(Path(__file__).resolve().parents[1] / "configs" / "experiments" / "synth-claims.yaml")
+    cells = exp.cells()
+    configs = {(c.tiler, c.resampler, c.loss) for c in cells}
+    assert len(cells) == 21 and len(configs) == 7
+    assert exp.base.model_dump() == {"tiler": "e2p", "resampler": "bimamba", "loss": "densecl"}
+    assert ("e2p", "bimamba", "none") in configs and exp.baseline == "bimamba:none" and exp.preset == "tiny"
+    base = ("e2p", "bimamba", "densecl")
+    assert all(sum(a != b for a, b in zip(c, base)) == 1 for c in configs - {base, ("erp-global", "bimamba", "none")})

@@ -79,9 +79,12 @@ def add_baseline_deltas(
     metrics: Sequence[str],
     baseline: str,
     n_resamples: int = 10_000,
+    baseline_tiler: str | None = None,
 ) -> pd.DataFrame:
     """``<metric>_delta``, ``_ci_low``, ``_ci_high``: paired difference to ``baseline``
     (``resampler:loss``) over the same test items and seeds, 95% bootstrap CI over items.
+    The baseline is taken at each row's tiler, or at ``baseline_tiler`` when given (sweeps
+    around a base setting: one baseline cell for every row).
 
     Uses per-item scores (``per_item`` in cell.json): the mean of per-item scores, which
     for CIDEr equals the corpus score and for BLEU is the sentence-level mean.
@@ -101,10 +104,11 @@ def add_baseline_deltas(
         deltas, lows, highs = [], [], []
         for _, row in table.iterrows():
             tiler = row.get("tiler", "-")
-            base = by_group.get((tiler, base_res, base_loss), {})
+            base_at = baseline_tiler or tiler
+            base = by_group.get((base_at, base_res, base_loss), {})
             cand = by_group.get((tiler, row["resampler"], row["loss"]), {})
             if not base:
-                raise CoraKitError(f"baseline {baseline!r} has no finished cell for tiler {tiler!r}")
+                raise CoraKitError(f"baseline {baseline!r} has no finished cell for tiler {base_at!r}")
             per_seed = []
             for seed in sorted(set(base) & set(cand)):
                 b = (base[seed].get("per_item") or {}).get(metric)
@@ -149,7 +153,7 @@ def merge(
     values = list(metrics) + list(DIAGNOSTIC_KEYS) + ["trainable_params", "wall_time_s"]
     table = aggregate_seeds(frame, values)
     if baseline:
-        table = add_baseline_deltas(table, records, metrics, baseline)
+        table = add_baseline_deltas(table, records, metrics, baseline, baseline_tiler=spec.get("baseline_tiler"))
     unavailable = unavailable_reasons(records)
     failures = {
         Path(r["cell_dir"]).name: r.get("error", "") for r in records if r.get("status") != "ok"
@@ -157,6 +161,7 @@ def merge(
     meta = {
         "metrics": list(metrics),
         "baseline": baseline,
+        "baseline_tiler": spec.get("baseline_tiler"),
         "failed_cells": failures,
         "encoder_image_passes": int(sum(r.get("encoder_image_passes", 0) or 0 for r in records)),
         "cache_hits": int(sum(r.get("cache_hits", 0) or 0 for r in records)),

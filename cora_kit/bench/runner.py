@@ -72,7 +72,7 @@ def cell_config(spec: BenchSpec, cell: Cell) -> CoraConfig:
     _deep_update(extra, {"seed": cell.seed, "model": model})
     if spec.data is not None:
         _deep_update(extra, {"data": {"path": spec.data}})
-    return resolve_config(spec.preset, spec.config_file, spec.overrides, extra=extra)
+    return resolve_config(spec.preset, spec.config_file, [*spec.overrides, *cell.overrides], extra=extra)
 
 
 def is_finished(cell_dir: Path) -> bool:
@@ -109,7 +109,9 @@ def cell_record(result: Any, config: CoraConfig) -> dict[str, Any]:
     scores = (result.scores or {}).get("panorama") or {}
     record["unavailable"] = dict(scores.get("unavailable", {}))
     record["scores"] = {k: v for k, v in scores.items() if k != "unavailable"}
-    for control in ("blank", "shuffled"):
+    from cora_kit.train.report import CONTROLS
+
+    for control in CONTROLS:
         ctrl = (result.scores or {}).get(control) or {}
         record[f"scores_{control}"] = {k: v for k, v in ctrl.items() if k != "unavailable"}
     pred_path = Path(result.out_dir) / "predictions.jsonl"
@@ -175,4 +177,7 @@ def run_grid(
 
 
 def _cell_dict(cell: Cell) -> dict[str, Any]:
-    return {"tiler": cell.tiler, "resampler": cell.resampler, "loss": cell.loss, "seed": cell.seed}
+    out: dict[str, Any] = {"tiler": cell.tiler, "resampler": cell.resampler, "loss": cell.loss, "seed": cell.seed}
+    if cell.overrides:
+        out["overrides"] = list(cell.overrides)
+    return out

@@ -1,7 +1,7 @@
 """``cora-kit bench``: ablation tables of (tilers x) resamplers x losses x seeds.
 
     cora-kit bench --resamplers mlp,bimamba --losses none,densecl --seeds 3 [--preset tiny]
-    cora-kit bench configs/experiments/paper-resamplers.yaml
+    cora-kit bench configs/experiments/paper-resamplers.yaml   (a grid, or base + sweeps)
     cora-kit bench merge bench/NAME
 """
 
@@ -89,14 +89,22 @@ def bench(
         raise ConfigError(f"unexpected arguments: {' '.join(args[1:])}")
     exp = load_experiment(args[0]) if args else None
     name = exp.name if exp else "grid"
-    res_list = _split(resamplers) or (exp.resamplers if exp else [])
-    loss_list = _split(losses) or (exp.losses if exp else [])
-    tiler_list = _split(tilers) or (exp.tilers if exp and exp.tilers else None)
     n_seeds = seeds or (exp.seeds if exp else 3)
     stage_list = tuple(int(s) for s in _split(stages)) if stages else tuple(exp.stages if exp else (1, 2, 3))
-    if not res_list or not loss_list:
-        raise ConfigError("give --resamplers and --losses, or an experiment YAML file")
-    cells = build_grid(res_list, loss_list, n_seeds, tiler_list)
+    if exp is not None and exp.sweeps is not None:
+        if resamplers or losses or tilers:
+            raise ConfigError(f"{args[0]} defines sweeps; --resamplers/--losses/--tilers do not apply to it")
+        cells = exp.cells(n_seeds)
+        res_list = sorted({c.resampler for c in cells})
+        loss_list = sorted({c.loss for c in cells})
+        tiler_list = sorted({c.tiler for c in cells if c.tiler}) or None
+    else:
+        res_list = _split(resamplers) or (exp.resamplers or [] if exp else [])
+        loss_list = _split(losses) or (exp.losses or [] if exp else [])
+        tiler_list = _split(tilers) or (exp.tilers if exp and exp.tilers else None)
+        if not res_list or not loss_list:
+            raise ConfigError("give --resamplers and --losses, or an experiment YAML file")
+        cells = build_grid(res_list, loss_list, n_seeds, tiler_list)
     _validate_names(cells)
     if shard:
         i, n = parse_shard(shard)
@@ -123,6 +131,9 @@ def bench(
         "seeds": n_seeds, "stages": list(stage_list), "baseline": baseline or (exp.baseline if exp else None),
         "metrics": metrics, "versions": _versions(),
     }
+    if exp is not None and exp.base is not None:  # sweeps: the baseline is taken at the base's tiler
+        meta["base"] = exp.base.model_dump()
+        meta["baseline_tiler"] = exp.base.tiler
     (bench_dir / "bench.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     console.print(f"[bold]bench[/] {name}: {len(cells)} cell(s) -> {bench_dir}")
 
