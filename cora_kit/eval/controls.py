@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from cora_kit.errors import CoraKitError
@@ -82,17 +81,15 @@ def blank_maker(
     if method == "mean-colour" or not covered:
         return "mean-colour", lambda item: mean_colour(item["erp"])
 
+    from cora_kit.data.images import erp_tensor
     from cora_kit.data.render import render_erp
     from cora_kit.data.scene import Scene
 
     def empty(item: dict[str, Any]) -> torch.Tensor:
         scene = scenes[Path(item["image_path"]).stem]  # type: ignore[index]
         h, w = item["erp"].shape[-2:]
-        img = render_erp(Scene(scene.sky, scene.ground, ()), int(h), int(w))
-        # the float conversion of cora_kit.data.dataset.decode_erp, bit for bit
-        chw = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
-        chw *= np.float32(1.0 / 255.0)
-        return torch.from_numpy(chw)
+        # what reading a PNG of the empty scene would give, bit for bit
+        return erp_tensor(render_erp(Scene(scene.sky, scene.ground, ()), int(h), int(w)))
 
     return "objects-removed", empty
 

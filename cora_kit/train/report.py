@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from cora_kit.train.protocol import CoraModelLike
 from cora_kit.train.stages import FeatureProvider, stage1_views
 
 #: the trained model, then the controls, in table order
@@ -28,19 +29,12 @@ CONTROLS = CONDITIONS[1:]
 LABELS = {"panorama": "trained", "shuffled": "shuffled panoramas", "blank": "blank panorama", "text_prior": "text prior"}
 
 
-def _latent_grid(model: Any) -> tuple[int, int]:
-    grid = getattr(model, "latent_grid", None)
-    if grid is not None:
-        return tuple(grid)
-    return tuple(model.resampler.output_grid(tuple(model.grid)))
-
-
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 @torch.no_grad()
-def stage1_diagnostics(model: Any, items: Sequence[dict[str, Any]], ctx: Any) -> dict[str, Any]:
+def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any) -> dict[str, Any]:
     """Seed's ``val_*`` diagnostics of the overlap head on the tiles of ``items``."""
     from cora_kit.eval.diagnostics import stage1_diagnostics as diagnose
 
@@ -61,13 +55,13 @@ def stage1_diagnostics(model: Any, items: Sequence[dict[str, Any]], ctx: Any) ->
                 heads.append(model.overlap_head(lat_tiles).float().cpu())
     finally:
         model.train(was_training)
-    result = diagnose(torch.cat(heads), corr, _latent_grid(model), resampler_features=torch.cat(lats))
+    result = diagnose(torch.cat(heads), corr, model.latent_grid, resampler_features=torch.cat(lats))
     return {**result.to_dict(), "num_images": len(items)}
 
 
 @torch.no_grad()
 def predict(
-    model: Any, items: Sequence[dict[str, Any]], ctx: Any, condition: str = "panorama",
+    model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any, condition: str = "panorama",
     blank: Callable[[dict[str, Any]], torch.Tensor] | None = None,
 ) -> dict[str, str]:
     """Captions for ``items`` with the real panorama, another item's (``shuffled``) or a
@@ -117,7 +111,7 @@ def score(
     return score_fn(predictions, references, list(metrics), kinds=kinds).to_json()
 
 
-def evaluate_test(model: Any, splits: Any, ctx: Any) -> dict[str, Any] | None:
+def evaluate_test(model: CoraModelLike, splits: Any, ctx: Any) -> dict[str, Any] | None:
     """predictions*.jsonl, references.jsonl and scores.json on the test split."""
     from cora_kit.eval.controls import CONTROL_DESCRIPTIONS, blank_maker, text_prior_predictions
 
