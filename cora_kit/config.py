@@ -9,7 +9,8 @@ that set it where there is one.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cora_kit.errors import ConfigError
+from cora_kit.plugin_options import yaml_value
 
 DEFAULT_PRESET = "tiny"
 
@@ -240,11 +242,32 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override {text!r} has an empty key")
+    return key.split("."), yaml_value(value)
+
+
+def _nested(keys: Sequence[str], value: Any) -> dict[str, Any]:
+    """``(["a", "b"], v)`` -> ``{"a": {"b": v}}``."""
+    out: Any = value
+    for key in reversed(keys):
+        out = {key: out}
+    return out
+
+
+def same_plugin(kind: str, a: Any, b: Any) -> bool:
+    """Whether two names select one plugin (``cora-kit:mlp`` and ``mlp``, an alias and its
+    name); names the registry does not know are compared as text. A name that two
+    distributions register raises ``PluginConflictError``."""
+    if a == b:
+        return True
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    from cora_kit.errors import UnknownPluginError
+    from cora_kit.registry import REGISTRY
+
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key.split("."), parsed
+        return REGISTRY.lookup(kind, a) is REGISTRY.lookup(kind, b)
+    except UnknownPluginError:
+        return False
 
 
 def _merge(
@@ -255,12 +278,14 @@ def _merge(
     lines: Mapping[tuple[str, ...], int],
     prefix: tuple[str, ...] = (),
 ) -> None:
+    # the one place where another plugin's name drops the old plugin's options
+    kind = prefix[-1] if len(prefix) == 2 and prefix[0] == "model" else None
     if "name" in update and "options" in base and update["name"] != base.get("name"):
-        base["options"] = {}  # another plugin: the old plugin's options do not apply
+        if not (kind and same_plugin(kind, base.get("name"), update["name"])):
+            base["options"] = {}
     for key, value in update.items():
         path = (*prefix, str(key))
         sources[path] = (source_file, lines.get(path))
-        # plugin options replace wholesale only when the plugin name changes
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
             _merge(base[key], value, sources, source_file, lines, path)
         else:
@@ -306,13 +331,31 @@ def _describe_error(exc: ValidationError, sources: Mapping[tuple[str, ...], Sour
     return f"{where}invalid value for '{key}': {err['msg']} (got {err.get('input')!r})"
 
 
+@dataclass(frozen=True)
+class ConfigLayer:
+    """A mapping layered over the preset and ``--config`` file (an experiment file's
+    ``config:`` section); ``lines`` (key path -> line) make errors name ``source`` and line."""
+
+    source: str
+    data: Mapping[str, Any]
+    lines: Mapping[tuple[str, ...], int] = field(default_factory=dict)
+
+
 def resolve_config(
     preset: str | None = None,
     config_file: str | Path | None = None,
     overrides: Iterable[str] = (),
     extra: Mapping[str, Any] | None = None,
+    *,
+    layers: Sequence[ConfigLayer] = (),
+    plugin_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> CoraConfig:
-    """defaults < preset < config file < ``extra`` (typed CLI flags) < ``overrides``."""
+    """defaults < preset < config file < ``layers`` < ``extra`` (typed CLI flags) <
+    ``overrides`` (``--set``) < ``plugin_options`` (``--resampler-opt`` etc.: kind ->
+    options, layered over the options of whichever plugin the layers below chose).
+
+    A layer that names another plugin drops the options the layers below gave the old one.
+    """
     merged: dict[str, Any] = CoraConfig().model_dump()
     sources: dict[tuple[str, ...], Source] = {}
     file_data: dict[str, Any] = {}
@@ -326,21 +369,16 @@ def resolve_config(
     if file_data:
         _merge(merged, file_data, sources, str(config_file), file_lines)
     merged["preset"] = str(chosen)
+    for layer in layers:
+        _merge(merged, layer.data, sources, layer.source, layer.lines)
     if extra:
         _merge(merged, extra, sources, "command line", {})
     for text in overrides:
         keys, value = parse_override(text)
-        node = merged
-        for k in keys[:-1]:
-            nxt = node.get(k)
-            if not isinstance(nxt, dict):
-                nxt = {}
-                node[k] = nxt
-            node = nxt
-        if keys[-1] == "name" and "options" in node and node.get("name") != value:
-            node["options"] = {}  # another plugin: the old plugin's options do not apply
-        node[keys[-1]] = value
-        sources[tuple(keys)] = ("command line", None)
+        _merge(merged, _nested(keys, value), sources, "command line", {})
+    for kind, options in (plugin_options or {}).items():
+        if options:
+            _merge(merged, {"model": {kind: {"options": dict(options)}}}, sources, "command line", {})
     try:
         return CoraConfig.model_validate(merged)
     except ValidationError as exc:
@@ -353,7 +391,9 @@ def to_yaml(config: CoraConfig) -> str:
 
 
 def validate_plugin_choices(config: CoraConfig) -> None:
-    """Check every plugin name and its options against the registry (early, clear errors)."""
+    """Check every plugin name and its options, and every metric name, against the
+    registry (early, clear errors)."""
+    from cora_kit.errors import CoraKitError
     from cora_kit.registry import REGISTRY
 
     m = config.model
@@ -372,9 +412,17 @@ def validate_plugin_choices(config: CoraConfig) -> None:
             raise
         except Exception as exc:
             raise ConfigError(f"{key}.options: {exc}") from None
+    for name in config.eval.metrics:
+        try:
+            REGISTRY.lookup("metric", name)
+        except ConfigError:
+            raise
+        except CoraKitError as exc:
+            raise ConfigError(f"eval.metrics: {exc}") from None
 
 
 __all__ = [
+    "ConfigLayer",
     "CoraConfig",
     "DataConfig",
     "EncoderConfig",
@@ -388,6 +436,7 @@ __all__ = [
     "available_presets",
     "load_yaml",
     "resolve_config",
+    "same_plugin",
     "to_yaml",
     "validate_plugin_choices",
 ]

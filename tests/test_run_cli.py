@@ -9,7 +9,8 @@ import pytest
 from test_train_fake import fake_factory, make_splits
 
 from cora_kit.cli import main
-from cora_kit.commands.run import parse_options, parse_stages
+from cora_kit.commands.run import parse_stages
+from cora_kit.plugin_options import parse_option_pairs
 from cora_kit.errors import ConfigError
 
 FAST = ["--set", "device=cpu", "--set", "eval.metrics=[cider]", "--set", "stages.stage1.max_steps=2",
@@ -22,9 +23,9 @@ def test_parse_stages_and_options() -> None:
         parse_stages("1,4")
     with pytest.raises(ConfigError):
         parse_stages("a")
-    assert parse_options(["d_state=16", "name=x"], "--resampler-opt") == {"d_state": 16, "name": "x"}
+    assert parse_option_pairs(["d_state=16", "name=x"], "--resampler-opt") == {"d_state": 16, "name": "x"}
     with pytest.raises(ConfigError, match="key=value"):
-        parse_options(["oops"], "--loss-opt")
+        parse_option_pairs(["oops"], "--loss-opt")
 
 
 @pytest.mark.parametrize(

@@ -25,47 +25,18 @@ def parse_stages(text: str) -> tuple[int, ...]:
     return stages
 
 
-def parse_options(pairs: list[str], flag: str) -> dict[str, Any]:
-    """``["k=v", ...]`` -> ``{k: yaml(v)}`` for plugin options."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for text in pairs:
-        if "=" not in text or not text.split("=", 1)[0].strip():
-            raise ConfigError(f"{flag} {text!r} must look like key=value")
-        key, value = text.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
-
-
-def with_plugin_options(cfg: Any, resampler_opts: dict[str, Any], loss_opts: dict[str, Any]) -> Any:
-    """Layer ``--resampler-opt`` / ``--loss-opt`` over the resolved plugin options (after a
-    change of plugin name has already dropped the preset's options for the old plugin)."""
-    if not resampler_opts and not loss_opts:
-        return cfg
-    from pydantic import ValidationError
-
-    from cora_kit.config import CoraConfig
-
-    data = cfg.model_dump()
-    data["model"]["resampler"]["options"].update(resampler_opts)
-    data["model"]["loss"]["options"].update(loss_opts)
-    try:
-        return CoraConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"plugin options: {exc.errors()[0]['msg']}") from None
-
-
 def default_name(resampler: str, loss: str, seed: int) -> str:
-    return f"{resampler}-{loss}-s{seed}"
+    """``<resampler>-<loss>-s<seed>``; a ``dist:name`` becomes ``dist+name`` (``folder_name``)."""
+    from cora_kit.plugin_options import folder_name
+
+    return f"{folder_name(resampler)}-{folder_name(loss)}-s{seed}"
 
 
 def run(
-    resampler: str = typer.Option(None, "--resampler", "-r", help="Resampler plugin (see `cora-kit plugins`)."),
-    loss: str = typer.Option(None, "--loss", "-l", help="Overlap loss plugin."),
+    resampler: str = typer.Option(
+        None, "--resampler", "-r", help="Resampler plugin: [dist:]name[:key=value...] (see `cora-kit plugins`)."
+    ),
+    loss: str = typer.Option(None, "--loss", "-l", help="Overlap loss plugin: [dist:]name[:key=value...]."),
     preset: str = typer.Option(None, "--preset", "-p", help="Preset: tiny (default, CPU) or paper."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML file layered over the preset."),
     data: str = typer.Option(None, "--data", help="Dataset folder or CSV (default: the synthetic set)."),
@@ -87,15 +58,24 @@ def run(
 ) -> None:
     """Train Stage 1-3 and evaluate on the test split; writes runs/<name>/."""
     from cora_kit.config import resolve_config, validate_plugin_choices
+    from cora_kit.plugin_options import parse_choice, parse_option_pairs
     from cora_kit.train.engine import run as run_engine
 
     wanted = parse_stages(stages)
     extra: dict[str, Any] = {}
     model: dict[str, Any] = {}
-    if resampler is not None:
-        model["resampler"] = {"name": resampler}
-    if loss is not None:
-        model["loss"] = {"name": loss}
+    plugin_options: dict[str, dict[str, Any]] = {}
+    for kind, text, flag, pairs in (
+        ("resampler", resampler, "--resampler", resampler_opt),
+        ("loss", loss, "--loss", loss_opt),
+    ):
+        options = {}
+        if text is not None:
+            choice = parse_choice(text, flag)
+            model[kind] = {"name": choice.name}
+            options.update(choice.options)
+        options.update(parse_option_pairs(pairs, f"{flag}-opt"))
+        plugin_options[kind] = options
     if model:
         extra["model"] = model
     if data is not None:
@@ -108,8 +88,7 @@ def run(
                 f"--batch-size takes 'auto'; got {batch_size!r} (set a stage's batch with --set stages.stage2.batch_size=N)"
             )
         extra["auto_batch"] = True
-    cfg = resolve_config(preset, config, overrides, extra=extra)
-    cfg = with_plugin_options(cfg, parse_options(resampler_opt, "--resampler-opt"), parse_options(loss_opt, "--loss-opt"))
+    cfg = resolve_config(preset, config, overrides, extra=extra, plugin_options=plugin_options)
     validate_plugin_choices(cfg)
     if from_run is not None and not from_run.is_dir():
         raise ConfigError(f"--from {from_run}: no such run folder")
