@@ -1,8 +1,12 @@
 """``cora-kit bench``: ablation tables of (tilers x) resamplers x losses x seeds.
 
     cora-kit bench --resamplers mlp,bimamba --losses none,densecl --seeds 3 [--preset tiny]
+    cora-kit bench --losses vicreg:variant=batchwise,vicreg:variant=pairwise --resamplers bimamba
     cora-kit bench configs/experiments/paper-resamplers.yaml
-    cora-kit bench merge bench/NAME
+    cora-kit bench merge bench/A [bench/B ...] [--out OUT] [--baseline R:L]
+
+``bench`` is a command group whose default command is ``run`` (``cora-kit bench ARGS`` is
+``cora-kit bench run ARGS`` unless ARGS starts with a sub-command name).
 """
 
 from __future__ import annotations
@@ -12,42 +16,28 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-from cora_kit.bench.grid import Cell, build_grid, load_experiment, parse_shard, shard_cells
-from cora_kit.bench.merge import merge
-from cora_kit.bench.runner import BenchSpec, run_grid
 from cora_kit.errors import ConfigError
-from cora_kit.eval.scoring import DEFAULT_METRICS
 
 
-def _split(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
+class _DefaultRunGroup(TyperGroup):
+    """Routes ``cora-kit bench [ARGS]`` to ``bench run`` unless ARGS names a sub-command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
 
 
-def _options(pairs: list[str], flag: str) -> dict[str, Any]:
-    from cora_kit.config import parse_override
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        keys, value = parse_override(pair)
-        if len(keys) != 1:
-            raise ConfigError(f"{flag} takes key=value with a plain key; got {pair!r}")
-        out[keys[0]] = value
-    return out
-
-
-def _validate_names(cells: list[Cell]) -> None:
-    from cora_kit.registry import REGISTRY
-
-    for kind, names in (
-        ("resampler", {c.resampler for c in cells}),
-        ("loss", {c.loss for c in cells}),
-        ("tiler", {c.tiler for c in cells if c.tiler}),
-    ):
-        for name in sorted(names):
-            REGISTRY.lookup(kind, name)
+app = typer.Typer(
+    cls=_DefaultRunGroup,
+    help="Ablation grids: `cora-kit bench ...` (same as `bench run`) runs one; `cora-kit bench merge DIR...` builds tables.",
+    add_completion=False,
+)
 
 
 def _versions() -> dict[str, Any]:
@@ -59,10 +49,15 @@ def _versions() -> dict[str, Any]:
             "machine": platform.platform()}
 
 
-def bench(
-    args: list[str] = typer.Argument(None, help="EXPERIMENT.yaml, or 'merge BENCH_DIR'."),
-    resamplers: str = typer.Option(None, "--resamplers", help="Comma-separated resampler names."),
-    losses: str = typer.Option(None, "--losses", help="Comma-separated overlap loss names."),
+@app.command("run")
+def bench_run(
+    experiment: Path = typer.Argument(None, help="Experiment YAML (configs/experiments/NAME.yaml)."),
+    resamplers: str = typer.Option(
+        None, "--resamplers", help="Comma-separated resampler choices: name, dist:name or name:key=value (options)."
+    ),
+    losses: str = typer.Option(
+        None, "--losses", help="Comma-separated loss choices, e.g. none,vicreg:variant=pairwise."
+    ),
     tilers: str = typer.Option(None, "--tilers", help="Comma-separated tilers: adds the tiler axis."),
     seeds: int = typer.Option(None, "--seeds", help="Seeds per cell (default 3)."),
     preset: str = typer.Option(None, "--preset", help="Preset (tiny, paper)."),
@@ -70,65 +65,74 @@ def bench(
     data: str = typer.Option(None, "--data", help="Dataset folder or CSV (default: synthetic)."),
     stages: str = typer.Option(None, "--stages", help="Stages to run, e.g. 1,2,3."),
     out: Path = typer.Option(None, "--out", help="Bench folder (default bench/<name>)."),
-    baseline: str = typer.Option(None, "--baseline", help="resampler:loss for paired deltas + 95% CI."),
+    baseline: str = typer.Option(
+        None, "--baseline", help="Row for paired deltas + 95% CI: resampler:loss or tiler:resampler:loss."
+    ),
+    protocol: str = typer.Option(None, "--protocol", help="Scoring protocol: grouped (default) or paper."),
     shard: str = typer.Option(None, "--shard", help="i/n: run only this deterministic subset of cells."),
     resampler_opt: list[str] = typer.Option([], "--resampler-opt", help="k=v for every resampler."),
     loss_opt: list[str] = typer.Option([], "--loss-opt", help="k=v for every loss."),
     overrides: list[str] = typer.Option([], "--set", help="key.path=value for every cell."),
     no_shared_cache: bool = typer.Option(False, "--no-shared-cache", help="Cache per cell (for comparison)."),
 ) -> None:
-    """Run an ablation grid (every cell a normal run) and write table.{csv,md,tex,json} + plot.png."""
+    """Run an ablation grid (every cell a normal run) and write table.{csv,md,tex,json} + plot.png.
+
+    Every cell's config, plugin names and options, and --baseline are checked before the first cell runs. `cora-kit bench merge DIR... --out OUT` rebuilds or merges tables.
+    """
+    from cora_kit.bench.baseline import resolve_baseline
+    from cora_kit.bench.grid import build_grid, load_experiment, parse_shard, shard_cells
+    from cora_kit.bench.merge import merge
+    from cora_kit.bench.runner import BenchSpec, cell_config, run_grid, validate_spec
+    from cora_kit.commands.run import parse_stages
+    from cora_kit.plugin_options import parse_option_pairs, split_choices
+
     console = Console()
-    args = list(args or [])
-    if args and args[0] == "merge":
-        if len(args) != 2:
-            raise ConfigError("usage: cora-kit bench merge BENCH_DIR")
-        merge(Path(args[1]), baseline=baseline, console=console)
-        return
-    if len(args) > 1:
-        raise ConfigError(f"unexpected arguments: {' '.join(args[1:])}")
-    exp = load_experiment(args[0]) if args else None
+    exp = load_experiment(experiment) if experiment else None
     name = exp.name if exp else "grid"
-    res_list = _split(resamplers) or (exp.resamplers if exp else [])
-    loss_list = _split(losses) or (exp.losses if exp else [])
-    tiler_list = _split(tilers) or (exp.tilers if exp and exp.tilers else None)
-    n_seeds = seeds or (exp.seeds if exp else 3)
-    stage_list = tuple(int(s) for s in _split(stages)) if stages else tuple(exp.stages if exp else (1, 2, 3))
+    res_list = split_choices(resamplers) or (exp.axis("resamplers") if exp else [])
+    loss_list = split_choices(losses) or (exp.axis("losses") if exp else [])
+    tiler_list = split_choices(tilers) or (exp.axis("tilers") if exp else None)
+    n_seeds = seeds if seeds is not None else (exp.seeds if exp else 3)
+    stage_list = parse_stages(stages) if stages else tuple(exp.stages if exp else (1, 2, 3))
     if not res_list or not loss_list:
         raise ConfigError("give --resamplers and --losses, or an experiment YAML file")
+    if protocol is not None and protocol not in ("grouped", "paper"):
+        raise ConfigError(f"--protocol must be grouped or paper; got {protocol!r}")
     cells = build_grid(res_list, loss_list, n_seeds, tiler_list)
-    _validate_names(cells)
-    if shard:
-        i, n = parse_shard(shard)
-        cells = shard_cells(cells, i, n)
-    bench_dir = out or Path("bench") / name
     spec = BenchSpec(
         cells=cells,
         preset=preset or (exp.preset if exp else None),
         config_file=str(config) if config else None,
         overrides=list(overrides),
-        extra=dict(exp.config) if exp else {},
+        extra={"eval": {"protocol": protocol}} if protocol else {},
+        layers=[exp.config_layer()] if exp else [],
         data=data,
         stages=stage_list,
-        resampler_options=_options(resampler_opt, "--resampler-opt"),
-        loss_options=_options(loss_opt, "--loss-opt"),
+        resampler_options=parse_option_pairs(resampler_opt, "--resampler-opt"),
+        loss_options=parse_option_pairs(loss_opt, "--loss-opt"),
         use_shared_cache=not no_shared_cache,
     )
-    from cora_kit.bench.runner import cell_config
-
-    metrics = list(cell_config(spec, cells[0]).eval.metrics) if cells else list(DEFAULT_METRICS)
+    validate_spec(spec)  # the whole grid, before any work
+    baseline_text = baseline or (exp.baseline if exp else None)
+    resolved = resolve_baseline(baseline_text, [c.group for c in cells]) if baseline_text else None
+    if shard:
+        spec.cells = shard_cells(cells, *parse_shard(shard))
+    metrics = list(cell_config(spec, cells[0]).eval.metrics)
+    bench_dir = out or Path("bench") / name
     bench_dir.mkdir(parents=True, exist_ok=True)
     meta = {
-        "name": name, "resamplers": res_list, "losses": loss_list, "tilers": tiler_list,
-        "seeds": n_seeds, "stages": list(stage_list), "baseline": baseline or (exp.baseline if exp else None),
-        "metrics": metrics, "versions": _versions(),
+        "name": name, "resamplers": sorted({c.resampler for c in cells}, key=[c.resampler for c in cells].index),
+        "losses": sorted({c.loss for c in cells}, key=[c.loss for c in cells].index),
+        "tilers": sorted({c.tiler for c in cells if c.tiler}, key=[c.tiler for c in cells].index) or None,
+        "seeds": n_seeds, "stages": list(stage_list), "baseline": resolved.label if resolved else None,
+        "protocol": protocol or "grouped", "metrics": metrics, "versions": _versions(),
     }
     (bench_dir / "bench.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    console.print(f"[bold]bench[/] {name}: {len(cells)} cell(s) -> {bench_dir}")
+    console.print(f"[bold]bench[/] {name}: {len(spec.cells)} cell(s) -> {bench_dir}", highlight=False)
 
-    def on_cell(cell: Cell, status: str) -> None:
+    def on_cell(cell: Any, status: str) -> None:
         style = {"ok": "green", "skipped": "dim", "failed": "red"}[status]
-        console.print(f"  [{style}]{status:>7}[/] {cell.cell_id}")
+        console.print(f"  [{style}]{status:>7}[/] {cell.cell_id}", highlight=False)
 
     progress = run_grid(spec, bench_dir, on_cell=on_cell)
     console.print(
@@ -137,8 +141,26 @@ def bench(
     if shard:
         console.print(f"shard {shard} done; build the tables with: cora-kit bench merge {bench_dir}")
         return
-    merge(bench_dir, metrics=metrics, baseline=meta["baseline"], console=console)
+    merge(bench_dir, requested=metrics, console=console)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("bench")(bench)
+@app.command("merge")
+def bench_merge(
+    bench_dirs: list[Path] = typer.Argument(..., help="Bench folders (shards of one grid, or several grids)."),
+    out: Path = typer.Option(None, "--out", help="Where the tables go (needed for several folders)."),
+    baseline: str = typer.Option(None, "--baseline", help="resampler:loss or tiler:resampler:loss."),
+) -> None:
+    """Build table.{csv,md,tex,json} + plot.png from the finished cells of one or more grids.
+
+    A cell found in two folders counts once when its settings agree (an error otherwise).
+    """
+    from cora_kit.bench.merge import merge
+
+    missing = [str(d) for d in bench_dirs if not d.is_dir()]
+    if missing:
+        raise ConfigError(f"bench merge: no such folder: {missing[0]}")
+    merge(list(bench_dirs), out=out, baseline=baseline, console=Console())
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="bench")
