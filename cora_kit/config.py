@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cora_kit.errors import ConfigError
-from cora_kit.plugin_options import yaml_value
+from cora_kit.plugin_options import same_plugin, validate_plugin_choices, yaml_value
 
 DEFAULT_PRESET = "tiny"
 
@@ -253,23 +253,6 @@ def _nested(keys: Sequence[str], value: Any) -> dict[str, Any]:
     return out
 
 
-def same_plugin(kind: str, a: Any, b: Any) -> bool:
-    """Whether two names select one plugin (``cora-kit:mlp`` and ``mlp``, an alias and its
-    name); names the registry does not know are compared as text. A name that two
-    distributions register raises ``PluginConflictError``."""
-    if a == b:
-        return True
-    if not isinstance(a, str) or not isinstance(b, str):
-        return False
-    from cora_kit.errors import UnknownPluginError
-    from cora_kit.registry import REGISTRY
-
-    try:
-        return REGISTRY.lookup(kind, a) is REGISTRY.lookup(kind, b)
-    except UnknownPluginError:
-        return False
-
-
 def _merge(
     base: dict[str, Any],
     update: Mapping[str, Any],
@@ -390,37 +373,6 @@ def to_yaml(config: CoraConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def validate_plugin_choices(config: CoraConfig) -> None:
-    """Check every plugin name and its options, and every metric name, against the
-    registry (early, clear errors)."""
-    from cora_kit.errors import CoraKitError
-    from cora_kit.registry import REGISTRY
-
-    m = config.model
-    for kind, choice, key in (
-        ("tiler", m.tiler, "model.tiler"),
-        ("encoder", m.encoder, "model.encoder"),
-        ("resampler", m.resampler, "model.resampler"),
-        ("loss", m.loss, "model.loss"),
-        ("stitcher", m.stitcher, "model.stitcher"),
-        ("llm", m.llm, "model.llm"),
-    ):
-        spec = REGISTRY.lookup(kind, choice.name)
-        try:
-            spec.validate_params(dict(choice.options))
-        except ConfigError:
-            raise
-        except Exception as exc:
-            raise ConfigError(f"{key}.options: {exc}") from None
-    for name in config.eval.metrics:
-        try:
-            REGISTRY.lookup("metric", name)
-        except ConfigError:
-            raise
-        except CoraKitError as exc:
-            raise ConfigError(f"eval.metrics: {exc}") from None
-
-
 __all__ = [
     "ConfigLayer",
     "CoraConfig",
@@ -436,7 +388,6 @@ __all__ = [
     "available_presets",
     "load_yaml",
     "resolve_config",
-    "same_plugin",
     "to_yaml",
     "validate_plugin_choices",
 ]

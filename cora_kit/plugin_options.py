@@ -9,7 +9,9 @@ may also be a mapping ``{name: vicreg, options: {variant: pairwise}}`` (for valu
 hold ``:`` or ``,``).
 
 How the parsed options are layered onto a config (after a change of plugin has dropped
-the old plugin's options) is ``cora_kit.config.resolve_config``'s ``plugin_options``.
+the old plugin's options) is ``cora_kit.config.resolve_config``'s ``plugin_options``;
+``validate_plugin_choices`` then checks every name and option through the plugin's
+params model.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from cora_kit.errors import ConfigError
+from cora_kit.errors import ConfigError, CoraKitError
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 #: characters kept as they are in folder names; ':' becomes '+', the rest is %XX-encoded
@@ -113,6 +115,53 @@ def choice_from_value(value: Any, where: str) -> ChoiceText:
     raise ConfigError(f"{where}: expected 'name', 'name:key=value' or {{name: ..., options: {{...}}}}; got {value!r}")
 
 
+def same_plugin(kind: str, a: Any, b: Any) -> bool:
+    """Whether two names select one plugin (``cora-kit:mlp`` and ``mlp``, an alias and its
+    name); names the registry does not know are compared as text. A name that two
+    distributions register raises ``PluginConflictError``."""
+    if a == b:
+        return True
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    from cora_kit.errors import UnknownPluginError
+    from cora_kit.registry import REGISTRY
+
+    try:
+        return REGISTRY.lookup(kind, a) is REGISTRY.lookup(kind, b)
+    except UnknownPluginError:
+        return False
+
+
+def validate_plugin_choices(config: Any) -> None:
+    """Check every plugin name and its options, and every metric name, against the
+    registry (early, clear errors). ``config`` is a ``CoraConfig`` (re-exported there)."""
+    from cora_kit.registry import REGISTRY
+
+    m = config.model
+    for kind, choice, key in (
+        ("tiler", m.tiler, "model.tiler"),
+        ("encoder", m.encoder, "model.encoder"),
+        ("resampler", m.resampler, "model.resampler"),
+        ("loss", m.loss, "model.loss"),
+        ("stitcher", m.stitcher, "model.stitcher"),
+        ("llm", m.llm, "model.llm"),
+    ):
+        spec = REGISTRY.lookup(kind, choice.name)
+        try:
+            spec.validate_params(dict(choice.options))
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"{key}.options: {exc}") from None
+    for name in config.eval.metrics:
+        try:
+            REGISTRY.lookup("metric", name)
+        except ConfigError:
+            raise
+        except CoraKitError as exc:
+            raise ConfigError(f"eval.metrics: {exc}") from None
+
+
 def split_choices(text: str | None) -> list[str]:
     """A comma-separated flag value (``--losses none,vicreg:variant=pairwise``) -> entries."""
     return [t.strip() for t in (text or "").split(",") if t.strip()]
@@ -146,6 +195,8 @@ __all__ = [
     "parse_choice",
     "parse_option_pairs",
     "render_value",
+    "same_plugin",
     "split_choices",
+    "validate_plugin_choices",
     "yaml_value",
 ]

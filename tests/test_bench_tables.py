@@ -376,3 +376,17 @@ def test_grid_rejects_a_repeated_entry():
 
     with pytest.raises(ConfigError, match="given twice"):
         build_grid(["mlp", "mlp"], ["none"], 1)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs" / "experiments").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_experiments_validate_before_running(path: Path):
+    from cora_kit.bench.baseline import resolve_baseline
+    from cora_kit.bench.grid import load_experiment
+    from cora_kit.bench.runner import BenchSpec, validate_spec
+
+    exp = load_experiment(path)
+    cells = build_grid(exp.axis("resamplers"), exp.axis("losses"), exp.seeds, exp.axis("tilers"))
+    validate_spec(BenchSpec(cells=cells, preset=exp.preset, layers=[exp.config_layer()]))
+    if exp.baseline:
+        resolve_baseline(exp.baseline, [c.group for c in cells])

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cora_kit.errors import ConfigError, CoraKitError
-from cora_kit.plugin_options import ChoiceText, parse_choice
+from cora_kit.plugin_options import parse_choice, same_plugin
 
 Row = tuple[str | None, str, str]  # (tiler or None, resampler label, loss label)
 
@@ -54,17 +54,11 @@ class Baseline:
 
 def _same(kind: str, text: str, label: str) -> bool:
     """Whether choice ``text`` selects the same plugin and options as the grid's ``label``."""
-    from cora_kit.config import same_plugin
-
     try:
         a, b = parse_choice(text, "--baseline"), parse_choice(label, kind)
     except ConfigError:
         return False
-    return _equal_options(a, b) and same_plugin(kind, a.name, b.name)
-
-
-def _equal_options(a: ChoiceText, b: ChoiceText) -> bool:
-    return a.options == b.options
+    return a.options == b.options and same_plugin(kind, a.name, b.name)
 
 
 def _cuts(parts: list[str], pieces: int) -> Iterable[list[str]]:

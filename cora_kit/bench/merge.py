@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from rich.markup import escape
 
 from cora_kit.bench import plot, report
 from cora_kit.bench.baseline import Baseline, Row, resolve_baseline
@@ -295,6 +296,39 @@ def _baseline_from(text: str | None, records: Sequence[Mapping[str, Any]], stric
         return None, str(exc)
 
 
+def _baselines(text: str | None, combined: Combined) -> tuple[Baseline | None, str | None]:
+    """The baseline to use and, when the grids' own one cannot be used, why not."""
+    if text:
+        return _baseline_from(text, combined.records, strict=True)
+    named = sorted({s["baseline"] for s in combined.specs if s.get("baseline")})
+    if len(named) > 1:
+        return None, f"the grids name different baselines ({', '.join(named)}): pass --baseline"
+    return _baseline_from(named[0] if named else None, combined.records, strict=False)
+
+
+def build_view(combined: Combined, requested: Sequence[str], baseline: Baseline | None,
+               baseline_problem: str | None) -> report.TableView:
+    """Aggregate the cells into the rows, CIs and deltas the tables show."""
+    records = combined.records
+    metrics = metric_keys(records)
+    headline = headline_metrics(metrics, requested) or metrics
+    parts = breakdowns(metrics, headline)
+    values = [*metrics, *DIAGNOSTIC_KEYS, "trainable_params", *(f"trainable_params_stage{k}" for k in STAGES), "wall_time_s"]
+    table = aggregate_seeds(cells_frame(records, metrics), values)
+    items = _items_by_row(records)
+    item_metrics = [m for m in metrics if any(m in (p or {}) for r in items.values() for p in r.values())]
+    table = add_item_cis(table, items, item_metrics)
+    shown = headline + [k for keys in parts.values() for k in keys]
+    notes = no_item_reasons(records, shown)
+    if baseline is not None:
+        table, delta_notes = add_baseline_deltas(table, items, list(dict.fromkeys(shown + item_metrics)), baseline)
+        notes.update(delta_notes)
+    if baseline_problem:
+        notes["baseline"] = f"no deltas: {baseline_problem}"
+    return report.TableView(table, headline, parts, unavailable_reasons(records), notes, combined.notes,
+                            baseline=baseline.label if baseline else None)
+
+
 def merge(
     bench_dirs: Path | Sequence[Path],
     out: Path | None = None,
@@ -316,37 +350,15 @@ def merge(
     records = combined.records
     if not records:
         raise CoraKitError(f"no finished or failed cells under {', '.join(str(d / 'cells') for d in dirs)}")
-    spec_baselines = sorted({s["baseline"] for s in combined.specs if s.get("baseline")})
-    resolved, baseline_problem = _baseline_from(baseline, records, strict=True)
-    if baseline is None and spec_baselines:
-        if len(spec_baselines) > 1:
-            baseline_problem = f"the grids name different baselines ({', '.join(spec_baselines)}): pass --baseline"
-        else:
-            resolved, baseline_problem = _baseline_from(spec_baselines[0], records, strict=False)
+    resolved, problem = _baselines(baseline, combined)
     requested = list(requested or [m for s in combined.specs for m in s.get("metrics") or []])
-    metrics = metric_keys(records)
-    headline = headline_metrics(metrics, requested) or metrics
-    parts = breakdowns(metrics, headline)
-    frame = cells_frame(records, metrics)
-    values = [*metrics, *DIAGNOSTIC_KEYS, "trainable_params", *(f"trainable_params_stage{k}" for k in STAGES), "wall_time_s"]
-    table = aggregate_seeds(frame, values)
-    items = _items_by_row(records)
-    item_metrics = [m for m in metrics if any(m in (p or {}) for r in items.values() for p in r.values())]
-    table = add_item_cis(table, items, item_metrics)
-    shown = headline + [k for keys in parts.values() for k in keys]
-    notes = no_item_reasons(records, shown)
-    if resolved is not None:
-        delta_metrics = list(dict.fromkeys(shown + item_metrics))
-        table, delta_notes = add_baseline_deltas(table, items, delta_metrics, resolved)
-        notes.update(delta_notes)
-    if baseline_problem:
-        notes["baseline"] = f"no deltas: {baseline_problem}"
+    view = build_view(combined, requested, resolved, problem)
     failures = {Path(r["cell_dir"]).name: r.get("error", "") for r in records if r.get("status") != "ok"}
     meta = {
-        "metrics": metrics,
-        "headline_metrics": headline,
-        "breakdowns": parts,
-        "baseline": resolved.label if resolved else None,
+        "metrics": metric_keys(records),
+        "headline_metrics": view.headline,
+        "breakdowns": dict(view.parts),
+        "baseline": view.baseline,
         "sources": [str(d) for d in dirs],
         "failed_cells": failures,
         "notes": combined.notes,
@@ -354,20 +366,15 @@ def merge(
         "cache_hits": int(sum(r.get("cache_hits", 0) or 0 for r in records)),
         "versions": next((s["versions"] for s in combined.specs if s.get("versions")), {}),
     }
-    view = report.TableView(table, headline, parts, unavailable_reasons(records), notes, combined.notes,
-                            baseline=resolved.label if resolved else None)
     paths = report.write_tables(view, out, meta)
     paths["plot"] = plot.plot(view, out / "plot.png")
     report.print_table(view, console)
     if console is not None:
-        console.print(
-            f"frozen encoder: {meta['encoder_image_passes']} image passes for {len(records)} cell(s), "
-            f"{meta['cache_hits']} cache hits",
-            highlight=False,
-        )
-        if baseline_problem:
-            console.print(f"[yellow]warning:[/] baseline: {baseline_problem}", highlight=False)
+        console.print(f"frozen encoder: {meta['encoder_image_passes']} image passes for {len(records)}"
+                      f" cell(s), {meta['cache_hits']} cache hits", highlight=False)
+        if problem:
+            console.print(f"[yellow]warning:[/] baseline: {escape(problem)}", highlight=False)
         for cell, error in failures.items():
-            console.print(f"[red]failed[/] {cell}: {error}", highlight=False)
+            console.print(f"[red]failed[/] {escape(cell)}: {escape(str(error))}", highlight=False)
         console.print(f"tables: {out / 'table.md'} (also .csv .tex .json), plot: {paths['plot']}", highlight=False)
     return paths

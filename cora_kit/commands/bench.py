@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +80,57 @@ def bench_run(
 
     Every cell's config, plugin names and options, and --baseline are checked before the first cell runs. `cora-kit bench merge DIR... --out OUT` rebuilds or merges tables.
     """
-    from cora_kit.bench.baseline import resolve_baseline
-    from cora_kit.bench.grid import build_grid, load_experiment, parse_shard, shard_cells
     from cora_kit.bench.merge import merge
-    from cora_kit.bench.runner import BenchSpec, cell_config, run_grid, validate_spec
+    from cora_kit.bench.runner import run_grid
+
+    console = Console()
+    grid = _plan(
+        experiment, resamplers=resamplers, losses=losses, tilers=tilers, seeds=seeds, preset=preset,
+        config=config, data=data, stages=stages, protocol=protocol, resampler_opt=resampler_opt,
+        loss_opt=loss_opt, overrides=overrides, shared_cache=not no_shared_cache, baseline=baseline,
+    )
+    if shard:
+        from cora_kit.bench.grid import parse_shard, shard_cells
+
+        grid.spec.cells = shard_cells(grid.spec.cells, *parse_shard(shard))
+    bench_dir = out or Path("bench") / grid.meta["name"]
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    (bench_dir / "bench.json").write_text(json.dumps(grid.meta, indent=2) + "\n", encoding="utf-8")
+    console.print(f"[bold]bench[/] {grid.meta['name']}: {len(grid.spec.cells)} cell(s) -> {bench_dir}", highlight=False)
+
+    def on_cell(cell: Any, status: str) -> None:
+        style = {"ok": "green", "skipped": "dim", "failed": "red"}[status]
+        console.print(f"  [{style}]{status:>7}[/] {cell.cell_id}", highlight=False)
+
+    progress = run_grid(grid.spec, bench_dir, on_cell=on_cell)
+    console.print(
+        f"ran {len(progress.ran)}, skipped {len(progress.skipped)} finished, failed {len(progress.failed)}"
+    )
+    if shard:
+        console.print(f"shard {shard} done; build the tables with: cora-kit bench merge {bench_dir}")
+        return
+    merge(bench_dir, requested=grid.meta["metrics"], console=console)
+
+
+@dataclass
+class _Grid:
+    spec: Any  # BenchSpec
+    meta: dict[str, Any]
+
+
+def _plan(experiment: Path | None, *, resamplers: str | None, losses: str | None, tilers: str | None,
+          seeds: int | None, preset: str | None, config: Path | None, data: str | None,
+          stages: str | None, protocol: str | None, resampler_opt: list[str], loss_opt: list[str],
+          overrides: list[str], shared_cache: bool, baseline: str | None) -> _Grid:
+    """The grid from the flags and the experiment file, every cell and the baseline checked
+    (ConfigError before any work), and what bench.json records."""
+    from cora_kit.bench.baseline import resolve_baseline
+    from cora_kit.bench.grid import build_grid, load_experiment
+    from cora_kit.bench.runner import BenchSpec, cell_config, validate_spec
     from cora_kit.commands.run import parse_stages
     from cora_kit.plugin_options import parse_option_pairs, split_choices
 
-    console = Console()
     exp = load_experiment(experiment) if experiment else None
-    name = exp.name if exp else "grid"
     res_list = split_choices(resamplers) or (exp.axis("resamplers") if exp else [])
     loss_list = split_choices(losses) or (exp.axis("losses") if exp else [])
     tiler_list = split_choices(tilers) or (exp.axis("tilers") if exp else None)
@@ -110,38 +152,23 @@ def bench_run(
         stages=stage_list,
         resampler_options=parse_option_pairs(resampler_opt, "--resampler-opt"),
         loss_options=parse_option_pairs(loss_opt, "--loss-opt"),
-        use_shared_cache=not no_shared_cache,
+        use_shared_cache=shared_cache,
     )
     validate_spec(spec)  # the whole grid, before any work
-    baseline_text = baseline or (exp.baseline if exp else None)
-    resolved = resolve_baseline(baseline_text, [c.group for c in cells]) if baseline_text else None
-    if shard:
-        spec.cells = shard_cells(cells, *parse_shard(shard))
-    metrics = list(cell_config(spec, cells[0]).eval.metrics)
-    bench_dir = out or Path("bench") / name
-    bench_dir.mkdir(parents=True, exist_ok=True)
+    text = baseline or (exp.baseline if exp else None)
+    resolved = resolve_baseline(text, [c.group for c in cells]) if text else None
+
+    def axis(values: list[str | None]) -> list[str]:
+        return list(dict.fromkeys(v for v in values if v))
+
     meta = {
-        "name": name, "resamplers": sorted({c.resampler for c in cells}, key=[c.resampler for c in cells].index),
-        "losses": sorted({c.loss for c in cells}, key=[c.loss for c in cells].index),
-        "tilers": sorted({c.tiler for c in cells if c.tiler}, key=[c.tiler for c in cells].index) or None,
-        "seeds": n_seeds, "stages": list(stage_list), "baseline": resolved.label if resolved else None,
-        "protocol": protocol or "grouped", "metrics": metrics, "versions": _versions(),
+        "name": exp.name if exp else "grid",
+        "resamplers": axis([c.resampler for c in cells]), "losses": axis([c.loss for c in cells]),
+        "tilers": axis([c.tiler for c in cells]) or None, "seeds": n_seeds, "stages": list(stage_list),
+        "baseline": resolved.label if resolved else None, "protocol": protocol or "grouped",
+        "metrics": list(cell_config(spec, cells[0]).eval.metrics), "versions": _versions(),
     }
-    (bench_dir / "bench.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    console.print(f"[bold]bench[/] {name}: {len(spec.cells)} cell(s) -> {bench_dir}", highlight=False)
-
-    def on_cell(cell: Any, status: str) -> None:
-        style = {"ok": "green", "skipped": "dim", "failed": "red"}[status]
-        console.print(f"  [{style}]{status:>7}[/] {cell.cell_id}", highlight=False)
-
-    progress = run_grid(spec, bench_dir, on_cell=on_cell)
-    console.print(
-        f"ran {len(progress.ran)}, skipped {len(progress.skipped)} finished, failed {len(progress.failed)}"
-    )
-    if shard:
-        console.print(f"shard {shard} done; build the tables with: cora-kit bench merge {bench_dir}")
-        return
-    merge(bench_dir, requested=metrics, console=console)
+    return _Grid(spec, meta)
 
 
 @app.command("merge")
