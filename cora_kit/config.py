@@ -245,9 +245,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), yaml_value(value)
 
 
+@dataclass(frozen=True)
+class _Set:
+    """A ``--set`` value: it replaces what is there, even a mapping (no deep merge)."""
+
+    value: Any
+
+
 def _nested(keys: Sequence[str], value: Any) -> dict[str, Any]:
-    """``(["a", "b"], v)`` -> ``{"a": {"b": v}}``."""
-    out: Any = value
+    """``(["a", "b"], v)`` -> ``{"a": {"b": _Set(v)}}``."""
+    out: Any = _Set(value)
     for key in reversed(keys):
         out = {key: out}
     return out
@@ -263,8 +270,9 @@ def _merge(
 ) -> None:
     # the one place where another plugin's name drops the old plugin's options
     kind = prefix[-1] if len(prefix) == 2 and prefix[0] == "model" else None
-    if "name" in update and "options" in base and update["name"] != base.get("name"):
-        if not (kind and same_plugin(kind, base.get("name"), update["name"])):
+    name = _copy(update["name"]) if "name" in update else None
+    if "name" in update and "options" in base and name != base.get("name"):
+        if not (kind and same_plugin(kind, base.get("name"), name)):
             base["options"] = {}
     for key, value in update.items():
         path = (*prefix, str(key))
@@ -276,6 +284,8 @@ def _merge(
 
 
 def _copy(value: Any) -> Any:
+    if isinstance(value, _Set):
+        return _copy(value.value)
     if isinstance(value, Mapping):
         return {k: _copy(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -234,7 +234,7 @@ def test_a_grid_with_failed_baseline_cells_still_writes_its_table(tmp_path: Path
     calls: list = []
     monkeypatch.setattr(runner, "default_trainer", fake_trainer(calls, fail={"none"}))
     out = tmp_path / "b"
-    assert grid_2x2(out, "--baseline", "mlp:none") == 0
+    assert grid_2x2(out, "--baseline", "mlp:none") == 1  # some cells failed; tables still written
     table = pd.read_csv(out / "table.csv")
     assert len(table) == 4 and table["exact-match_delta"].isna().all()
     md = (out / "table.md").read_text()
@@ -303,6 +303,7 @@ def test_grid_options_layer_under_cell_options(tmp_path: Path, trainer: list):
         (["--set", "model.loss.name=vicreg"], "use --losses"),
         (["--resamplers", "mlp,cora-kit:mlp"], "same configuration"),
         (["--protocol", "nope"], "--protocol"),
+        (["--data", "/no/such/folder"], "--data"),
     ],
 )
 def test_bad_options_are_one_line_errors_before_any_work(tmp_path: Path, trainer: list, capsys, args, message):
@@ -390,3 +391,15 @@ def test_shipped_experiments_validate_before_running(path: Path):
     validate_spec(BenchSpec(cells=cells, preset=exp.preset, layers=[exp.config_layer()]))
     if exp.baseline:
         resolve_baseline(exp.baseline, [c.group for c in cells])
+
+
+def test_a_grid_whose_cells_all_failed_still_writes_tables(tmp_path: Path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(runner, "default_trainer", fake_trainer(calls, fail={"mlp", "bimamba"}))
+    out = tmp_path / "b"
+    assert grid_2x2(out, "--baseline", "mlp:none") == 1
+    table = pd.read_csv(out / "table.csv")
+    assert len(table) == 4 and (table["n_failed"] == 2).all() and (table["n_seeds"] == 0).all()
+    for name in ("table.md", "table.tex", "table.json", "plot.png"):
+        assert (out / name).is_file()
+    assert len(json.loads((out / "table.json").read_text())["failed_cells"]) == 8

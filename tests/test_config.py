@@ -136,6 +136,8 @@ def test_a_layer_names_its_file_and_line_in_errors(tmp_path: Path):
         resolve_config("tiny", layers=[layer])
 
 
-def test_set_merges_a_mapping_value_into_plugin_options():
+def test_set_replaces_a_mapping_value_wholesale():
     c = resolve_config("tiny", overrides=["model.resampler.options={d_state: 4}"])
-    assert c.model.resampler.options["d_state"] == 4 and c.model.resampler.options["hidden_dim"] == 64
+    assert c.model.resampler.options == {"d_state": 4}
+    llm = resolve_config("tiny", overrides=["model.llm.arch={hidden_size: 32}"])
+    assert llm.model.llm.arch == {"hidden_size": 32}

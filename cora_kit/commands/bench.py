@@ -108,8 +108,13 @@ def bench_run(
     )
     if shard:
         console.print(f"shard {shard} done; build the tables with: cora-kit bench merge {bench_dir}")
+        if progress.failed:
+            raise typer.Exit(1)
         return
     merge(bench_dir, requested=grid.meta["metrics"], console=console)
+    if progress.failed:  # the tables are written; the exit code still says a cell failed
+        console.print(f"{len(progress.failed)} cell(s) failed: see cells/<cell>/error.json and traceback.txt")
+        raise typer.Exit(1)
 
 
 @dataclass
@@ -138,6 +143,8 @@ def _plan(experiment: Path | None, *, resamplers: str | None, losses: str | None
     stage_list = parse_stages(stages) if stages else tuple(exp.stages if exp else (1, 2, 3))
     if not res_list or not loss_list:
         raise ConfigError("give --resamplers and --losses, or an experiment YAML file")
+    if data is not None and not Path(data).exists():
+        raise ConfigError(f"--data {data}: no such file or folder")
     if protocol is not None and protocol not in ("grouped", "paper"):
         raise ConfigError(f"--protocol must be grouped or paper; got {protocol!r}")
     cells = build_grid(res_list, loss_list, n_seeds, tiler_list)
