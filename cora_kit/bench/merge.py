@@ -98,7 +98,7 @@ def combine(bench_dirs: Sequence[Path]) -> Combined:
     other settings it is a ConfigError naming both folders and the first differing key."""
     chosen: dict[tuple[Row, int], dict[str, Any]] = {}
     configs: dict[str, dict[str, Any] | None] = {}
-    specs, notes = [], []
+    specs, notes, twice = [], [], []
     for bench_dir in bench_dirs:
         spec_path = bench_dir / "bench.json"
         specs.append(json.loads(spec_path.read_text(encoding="utf-8")) if spec_path.is_file() else {})
@@ -118,7 +118,10 @@ def combine(bench_dirs: Sequence[Path]) -> Combined:
                 )
             if first.get("status") != "ok" and rec.get("status") == "ok":
                 chosen[key] = rec  # a finished copy beats a failed one
-            notes.append(f"{Path(rec['cell_dir']).name} found in more than one folder; counted once")
+            twice.append(Path(rec["cell_dir"]).name)
+    if twice:
+        notes.append(f"{len(twice)} cell(s) found in more than one folder, counted once: "
+                     + ", ".join(sorted(set(twice))[:6]) + (" ..." if len(set(twice)) > 6 else ""))
     shared = [(r["cell_dir"], _shared(configs[r["cell_dir"]] or {})) for r in chosen.values()
               if configs[r["cell_dir"]] is not None]
     if shared:
@@ -141,8 +144,9 @@ def metric_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def headline_metrics(keys: Sequence[str], requested: Sequence[str]) -> list[str]:
     """The keys shown in table.md/tex, the terminal and the plot: the keys of the metrics
-    asked for (``eval.metrics``) and every key the registry knows as a metric name or alias
-    (``bleu1``..``bleu3`` and ``<metric>/<kind>`` stay in table.csv/json only)."""
+    asked for (``eval.metrics``) and every key the registry knows as a metric name or alias.
+    ``<metric>/<kind>`` keys get their own per-kind table (``breakdowns``); the rest
+    (``bleu1``..``bleu3``) stay in table.csv/json only."""
     from cora_kit.registry import REGISTRY
 
     names = set(requested) | {n.replace("-", "_") for n in requested}
