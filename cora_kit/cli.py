@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -48,6 +49,19 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"cora_kit.commands.{_name}").register(app)
 
 
+def _click_exception_modules() -> list[Any]:
+    """``click.exceptions`` and, where typer vendors click (``typer._click``), its copy."""
+    import importlib
+
+    out = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            out.append(importlib.import_module(name))
+        except ImportError:
+            pass
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors -> one line on stderr, exit 2."""
     try:
@@ -60,16 +74,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:  # typer.Exit inside commands
         return int(exc.code or 0)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return 2
-        if isinstance(exc, click.exceptions.Abort):
-            return 130
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
+    except Exception as exc:  # click usage errors (typer may vendor its own click)
+        for exceptions in _click_exception_modules():
+            if isinstance(exc, exceptions.ClickException):
+                exc.show()
+                return 2
+            if isinstance(exc, exceptions.Abort):
+                return 130
+            if isinstance(exc, exceptions.Exit):
+                return int(exc.exit_code)
         raise
     # with standalone_mode=False click returns typer.Exit(n)'s code instead of exiting
     return rc if isinstance(rc, int) else 0

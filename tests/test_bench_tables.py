@@ -403,3 +403,10 @@ def test_a_grid_whose_cells_all_failed_still_writes_tables(tmp_path: Path, monke
     for name in ("table.md", "table.tex", "table.json", "plot.png"):
         assert (out / name).is_file()
     assert len(json.loads((out / "table.json").read_text())["failed_cells"]) == 8
+
+
+@pytest.mark.parametrize("argv", [["bench", "merge"], ["bench", "--bogus"], ["bench", "--seeds", "x"], ["run", "--bogus"]])
+def test_usage_errors_are_one_message_and_exit_2(argv: list[str], capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Error:" in err

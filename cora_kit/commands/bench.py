@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
@@ -28,7 +27,7 @@ from cora_kit.errors import ConfigError
 class _DefaultRunGroup(TyperGroup):
     """Routes ``cora-kit bench [ARGS]`` to ``bench run`` unless ARGS names a sub-command."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if not args or args[0] not in self.commands:
             args = ["run", *args]
         return super().parse_args(ctx, args)
@@ -52,7 +51,9 @@ def _versions() -> dict[str, Any]:
 
 @app.command("run")
 def bench_run(
-    experiment: Path = typer.Argument(None, help="Experiment YAML (configs/experiments/NAME.yaml)."),
+    experiment: Path = typer.Argument(
+        None, metavar="EXPERIMENT", help="Experiment YAML (configs/experiments/NAME.yaml)."
+    ),
     resamplers: str = typer.Option(
         None, "--resamplers", help="Comma-separated resampler choices: name, dist:name or name:key=value (options)."
     ),
@@ -180,7 +181,9 @@ def _plan(experiment: Path | None, *, resamplers: str | None, losses: str | None
 
 @app.command("merge")
 def bench_merge(
-    bench_dirs: list[Path] = typer.Argument(..., help="Bench folders (shards of one grid, or several grids)."),
+    bench_dirs: list[Path] = typer.Argument(
+        ..., metavar="DIR", help="Bench folders (shards of one grid, or several grids)."
+    ),
     out: Path = typer.Option(None, "--out", help="Where the tables go (needed for several folders)."),
     baseline: str = typer.Option(None, "--baseline", help="resampler:loss or tiler:resampler:loss."),
 ) -> None:
