@@ -14,6 +14,7 @@ import math
 import re
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,8 @@ def fake_trainer(calls: list, fail: set[str] = frozenset(), zero: bool = False):
         if r.name in fail or l.name in fail:
             raise RuntimeError("backend 'cuda' unavailable: no CUDA device")
         (run_dir / "config.yaml").write_text(to_yaml(config), encoding="utf-8")
-        rng = np.random.default_rng(hash((r.name, l.name, json.dumps(l.options), config.seed)) % 2**32)
+        key = json.dumps([config.model.tiler.name, r.name, l.name, l.options, config.seed], sort_keys=True)
+        rng = np.random.default_rng(zlib.crc32(key.encode()))
         p = 0.0 if zero else (0.3 if l.name == "none" else 0.6)
         ids = [f"q{i}" for i in range(N_ITEMS)]
         em = {i: float(rng.random() < p) for i in ids}
@@ -410,3 +412,21 @@ def test_usage_errors_are_one_message_and_exit_2(argv: list[str], capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Error:" in err
+
+
+def test_baseline_per_tiler_or_pinned_to_one_tiler(tmp_path: Path, trainer: list):
+    from cora_kit.bench.merge import merge
+
+    out = tmp_path / "b"
+    assert bench(out, "--tilers", "e2p,erp-grid", "--resamplers", "mlp", "--losses", "none,densecl",
+                 "--baseline", "mlp:none") == 0
+    table = pd.read_csv(out / "table.csv").set_index(["tiler", "resampler", "loss"])
+    assert table.loc[("erp-grid", "mlp", "none"), "cider_delta"] == 0.0  # its own tiler's row
+    merge(out, baseline="e2p:mlp:none")  # a tiler named: every row against that one
+    table = pd.read_csv(out / "table.csv").set_index(["tiler", "resampler", "loss"])
+    assert table.loc[("erp-grid", "mlp", "none"), "cider_delta"] != 0.0
+    spec = json.loads((out / "bench.json").read_text())
+    (out / "bench.json").write_text(json.dumps({**spec, "baseline_tiler": "e2p"}))  # a sweep's base tiler
+    merge(out)
+    meta = json.loads((out / "table.json").read_text())
+    assert meta["baseline"] == "e2p:mlp:none" and meta["baseline_tiler"] == "e2p"

@@ -289,11 +289,19 @@ def add_baseline_deltas(
     return table, reasons
 
 
-def _baseline_from(text: str | None, records: Sequence[Mapping[str, Any]], strict: bool) -> tuple[Baseline | None, str | None]:
+def _baseline_from(
+    text: str | None, records: Sequence[Mapping[str, Any]], strict: bool, tiler: str | None = None
+) -> tuple[Baseline | None, str | None]:
+    """Resolve ``text`` against the rows; ``tiler`` (a sweep's base tiler, ``baseline_tiler``
+    in bench.json) pins a baseline that names none to that tiler's row."""
     if not text:
         return None, None
+    rows = [row_of(r) for r in records]
     try:
-        return resolve_baseline(text, [row_of(r) for r in records]), None
+        found = resolve_baseline(text, rows)
+        if tiler and not found.tiler_given:
+            found = resolve_baseline(f"{tiler}:{found.label}", rows)
+        return found, None
     except ConfigError as exc:
         if strict:
             raise
@@ -302,12 +310,14 @@ def _baseline_from(text: str | None, records: Sequence[Mapping[str, Any]], stric
 
 def _baselines(text: str | None, combined: Combined) -> tuple[Baseline | None, str | None]:
     """The baseline to use and, when the grids' own one cannot be used, why not."""
+    tilers = sorted({s["baseline_tiler"] for s in combined.specs if s.get("baseline_tiler")})
+    tiler = tilers[0] if len(tilers) == 1 else None
     if text:
-        return _baseline_from(text, combined.records, strict=True)
+        return _baseline_from(text, combined.records, strict=True, tiler=tiler)
     named = sorted({s["baseline"] for s in combined.specs if s.get("baseline")})
     if len(named) > 1:
         return None, f"the grids name different baselines ({', '.join(named)}): pass --baseline"
-    return _baseline_from(named[0] if named else None, combined.records, strict=False)
+    return _baseline_from(named[0] if named else None, combined.records, strict=False, tiler=tiler)
 
 
 def build_view(combined: Combined, requested: Sequence[str], baseline: Baseline | None,
@@ -363,6 +373,7 @@ def merge(
         "headline_metrics": view.headline,
         "breakdowns": dict(view.parts),
         "baseline": view.baseline,
+        "baseline_tiler": resolved.tiler if resolved and resolved.tiler_given else None,
         "sources": [str(d) for d in dirs],
         "failed_cells": failures,
         "notes": combined.notes,
