@@ -117,8 +117,8 @@ def main_columns(view: TableView) -> list[Column]:
     cols.append(Column("wall s", lambda r: "NaN" if math.isnan(_num(r, "wall_time_s_mean")) else f"{_num(r, 'wall_time_s_mean'):.1f}"))
 
     def seeds(r: Mapping[str, Any]) -> str:
-        failed = int(_num(r, "n_failed") or 0) if not math.isnan(_num(r, "n_failed")) else 0
-        return str(int(_num(r, "n_seeds") or 0)) + (f" ({failed} failed)" if failed else "")
+        done, failed = (int(v) if not math.isnan(v) else 0 for v in (_num(r, "n_seeds"), _num(r, "n_failed")))
+        return str(done) + (f" ({failed} failed)" if failed else "")
 
     cols.append(Column("n_seeds", seeds))
     return cols
