@@ -1,9 +1,11 @@
 """Pipeline + training configuration: pydantic schema, presets, YAML, overrides.
 
 Precedence: schema defaults (the seed design, i.e. the paper) < preset YAML
-(``configs/<preset>.yaml``) < ``--config file.yaml`` < CLI overrides (``key.path=value``).
-Unknown keys and bad values are ``ConfigError``s naming the key, and the file and line
-that set it where there is one.
+(``configs/<preset>.yaml``) < ``--config file.yaml`` < other layers (an experiment file's
+``config:``) < typed CLI flags < ``--set key.path=value`` < plugin option flags
+(``--resampler-opt``; parsed in ``cora_kit.plugin_options``). Unknown keys and bad values
+are ``ConfigError``s naming the key, and the file and line that set it where there is one.
+Over 400 lines: the schema, its YAML reader and its layering are one job, read together.
 """
 
 from __future__ import annotations
