@@ -170,22 +170,29 @@ def split_choices(text: str | None) -> list[str]:
 def folder_name(label: str) -> str:
     """A file-name-safe, unambiguous form of a choice label, readable for plain names.
 
-    Plain names (``[a-z0-9-]``) stay as they are; ``:`` becomes ``+``; every other
-    character outside ``[A-Za-z0-9.=-]`` (``+``, ``%``, ``_``, ``/``, space, ...) is
-    percent-encoded, so two different labels never share a folder
-    (``cora-kit:mlp`` -> ``cora-kit+mlp``, ``vicreg:variant=pairwise`` ->
-    ``vicreg+variant=pairwise``). Names longer than 100 characters keep a prefix and a
-    hash of the whole label.
+    Plain names and options (``[A-Za-z0-9._=-]``) stay as they are; ``:`` becomes ``+``;
+    every other character (``+``, ``%``, ``/``, space, ...) is percent-encoded, and so is an
+    ``_`` that starts or ends the label or touches another ``_``, so a folder name never
+    holds ``__`` (the separator of a cell's parts) and two labels never share a folder
+    (``cora-kit:mlp`` -> ``cora-kit+mlp``, ``e2p:num_tiles=8`` -> ``e2p+num_tiles=8``).
+    Names longer than 100 characters keep a prefix and a hash of the whole label.
     """
-    out = "".join(
-        "+" if ch == ":" else ch if ch.isascii() and (ch.isalnum() or ch in _FOLDER_SAFE)
-        else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
-        for ch in label
-    )
-    if len(out) > _MAX_FOLDER:
+    out = []
+    for i, ch in enumerate(label):
+        if ch == ":":
+            out.append("+")
+        elif ch == "_":
+            alone = 0 < i < len(label) - 1 and label[i - 1] != "_" and label[i + 1] != "_"
+            out.append("_" if alone else "%5F")
+        elif ch.isascii() and (ch.isalnum() or ch in _FOLDER_SAFE):
+            out.append(ch)
+        else:
+            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8")))
+    name = "".join(out)
+    if len(name) > _MAX_FOLDER:
         digest = hashlib.sha1(label.encode("utf-8")).hexdigest()[:12]
-        out = out[: _MAX_FOLDER - 14] + "%7E" + digest  # '~' is always encoded, so no clash
-    return out
+        name = name[: _MAX_FOLDER - 14] + "%7E" + digest  # '~' is always encoded, so no clash
+    return name
 
 
 __all__ = [

@@ -247,10 +247,12 @@ def test_cell_folders_are_unambiguous_and_plain_names_readable():
     assert Cell("mlp", "none", 0).cell_id == "mlp__none__seed0"  # unchanged
     assert Cell("cora-kit:mlp", "none", 1).cell_id == "cora-kit+mlp__none__seed1"
     assert Cell("bimamba", "vicreg:variant=pairwise", 0).cell_id == "bimamba__vicreg+variant=pairwise__seed0"
-    labels = ["a:b", "a-b", "a+b", "a_b", "a__b", "a/b", "a b", "a%2Bb", "x:y=1", "x:y=[1, 2]"]
+    assert Cell("bimamba", "none", 0, "e2p:num_tiles=8:fov_deg=45").cell_id == (
+        "e2p+num_tiles=8+fov_deg=45__bimamba__none__seed0")
+    labels = ["a:b", "a-b", "a+b", "a_b", "a__b", "_a", "a_", "a/b", "a b", "a%2Bb", "x:y=1", "x:y=[1, 2]"]
     folders = [folder_name(x) for x in labels]
     assert len(set(folders)) == len(labels)
-    assert all(re.fullmatch(r"[A-Za-z0-9.=+%-]+", f) for f in folders)
+    assert all(re.fullmatch(r"[A-Za-z0-9._=+%-]+", f) for f in folders)
     assert all("__" not in f for f in folders)
     long = folder_name("vicreg:" + ":".join(f"k{i}=v{i}" for i in range(40)))
     assert len(long) <= 101

@@ -52,7 +52,7 @@ def test_folder_names_are_reversible_in_principle() -> None:
     """Different labels never share a folder; plain names and seeds stay as they are."""
     from urllib.parse import unquote
 
-    for label in ("mlp", "c-abstractor", "cora-kit:mlp", "vicreg:variant=pairwise", "a_b", "a b/c", "é"):
+    for label in ("mlp", "c-abstractor", "cora-kit:mlp", "vicreg:variant=pairwise", "a_b", "a__b", "_a", "a b/c", "é"):
         folder = folder_name(label)
         assert unquote(folder.replace("+", ":")) == label
     assert folder_name("seed0") == "seed0"
