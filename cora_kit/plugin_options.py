@@ -28,7 +28,7 @@ import yaml
 from cora_kit.errors import ConfigError, CoraKitError
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-#: characters kept as they are in folder names; ':' becomes '+', the rest is %XX-encoded
+#: kept as they are in folder names (and a lone '_'); ':' becomes '+', the rest is %XX-encoded
 _FOLDER_SAFE = "-.="
 _MAX_FOLDER = 100
 
