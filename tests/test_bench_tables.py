@@ -385,14 +385,16 @@ def test_grid_rejects_a_repeated_entry():
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs" / "experiments").glob("*.yaml")),
                          ids=lambda p: p.name)
-def test_shipped_experiments_validate_before_running(path: Path):
+def test_shipped_experiments_validate_before_running(path: Path, tmp_path: Path):
     from cora_kit.bench.baseline import resolve_baseline
     from cora_kit.bench.grid import load_experiment
     from cora_kit.bench.runner import BenchSpec, validate_spec
 
     exp = load_experiment(path)
     cells = build_grid(exp.axis("resamplers"), exp.axis("losses"), exp.seeds, exp.axis("tilers"))
-    validate_spec(BenchSpec(cells=cells, preset=exp.preset, layers=[exp.config_layer()]))
+    needs_data = bool((exp.config.get("data") or {}).get("required"))  # paper tables: --data DIR
+    data = str(tmp_path) if needs_data else None
+    validate_spec(BenchSpec(cells=cells, preset=exp.preset, layers=[exp.config_layer()], data=data))
     if exp.baseline:
         resolve_baseline(exp.baseline, [c.group for c in cells])
 
