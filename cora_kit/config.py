@@ -158,6 +158,22 @@ class EvalConfig(_Strict):
     batch_size: int = Field(8, ge=1)
 
 
+class LoggingConfig(_Strict):
+    """Experiment trackers; ``metrics.jsonl`` is always written (``cora_kit.train.trackers``)."""
+
+    #: trackers besides metrics.jsonl: tensorboard, wandb, mlflow (``jsonl`` alone: none)
+    loggers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = Field(default_factory=lambda: ["jsonl"])
+    #: W&B project / MLflow experiment name
+    project: str = "cora-kit"
+    #: W&B group (e.g. one bench grid); None: none
+    group: str | None = None
+    #: W&B mode; None: wandb's own (WANDB_MODE, else online)
+    wandb_mode: Literal["online", "offline", "disabled"] | None = None
+    wandb_entity: str | None = None
+    #: None: MLFLOW_TRACKING_URI, else sqlite:///<runs folder>/mlflow.db
+    mlflow_tracking_uri: str | None = None
+
+
 class CoraConfig(_Strict):
     """The whole run: model, data, three stages, evaluation."""
 
@@ -172,6 +188,7 @@ class CoraConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 
 # --- YAML with line numbers ---------------------------------------------------
@@ -380,6 +397,7 @@ __all__ = [
     "EncoderConfig",
     "EvalConfig",
     "LLMConfig",
+    "LoggingConfig",
     "LoraConfig",
     "ModelConfig",
     "PluginChoice",

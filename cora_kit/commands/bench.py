@@ -76,6 +76,9 @@ def bench(
     loss_opt: list[str] = typer.Option([], "--loss-opt", help="k=v for every loss."),
     overrides: list[str] = typer.Option([], "--set", help="key.path=value for every cell."),
     no_shared_cache: bool = typer.Option(False, "--no-shared-cache", help="Cache per cell (for comparison)."),
+    logger: list[str] = typer.Option(
+        [], "--logger", help="Tracker for every cell besides metrics.jsonl: tensorboard, wandb, mlflow (repeatable)."
+    ),
 ) -> None:
     """Run an ablation grid (every cell a normal run) and write table.{csv,md,tex,json} + plot.png."""
     console = Console()
@@ -102,12 +105,17 @@ def bench(
         i, n = parse_shard(shard)
         cells = shard_cells(cells, i, n)
     bench_dir = out or Path("bench") / name
+    extra = dict(exp.config) if exp else {}
+    if logger:
+        from cora_kit.commands.run import parse_loggers
+
+        extra["logging"] = {**extra.get("logging", {}), "loggers": parse_loggers(logger), "group": name}
     spec = BenchSpec(
         cells=cells,
         preset=preset or (exp.preset if exp else None),
         config_file=str(config) if config else None,
         overrides=list(overrides),
-        extra=dict(exp.config) if exp else {},
+        extra=extra,
         data=data,
         stages=stage_list,
         resampler_options=_options(resampler_opt, "--resampler-opt"),

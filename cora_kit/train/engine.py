@@ -30,6 +30,7 @@ from cora_kit.train.data import Splits, load_splits
 from cora_kit.train.progress import StageProgress
 from cora_kit.train.run_dir import RunDir
 from cora_kit.train.stages import STEP_FNS, FeatureProvider, epoch_order, plan_steps, stage1_views, warmup_cosine
+from cora_kit.train.trackers import Trackers, check_available
 
 
 class NonFiniteLossError(CoraKitError, FloatingPointError):
@@ -134,6 +135,8 @@ class _Ctx:
     on_step: StepCallback | None
     #: encoder_image_passes / cache_hits of every FeatureProvider of this run
     cache_stats: dict[str, int] = field(default_factory=dict)
+    #: experiment trackers beside metrics.jsonl (rank 0; none elsewhere)
+    trackers: Trackers = field(default_factory=Trackers.none)
 
 
 def _auto_batch(
@@ -281,6 +284,7 @@ def _train_stage(ctx: _Ctx, model: Any, stage: int, items: Sequence[dict[str, An
                            "loss_mean": sum(window) / len(window), "samples_per_s": bar.throughput()}
                     window.clear()
                     ctx.rd.log_metrics(row)
+                    ctx.trackers.log(row)
                 if (step * cfg.grad_accum) % micro < cfg.grad_accum or step == total:
                     bar.epoch_end(epoch, step, {"loss": metrics["loss"], "lr": lr})
                 if step % cfg.checkpoint_every == 0 and step < total:
@@ -338,14 +342,15 @@ def run(
     """Train ``stages`` in order into ``out_dir`` and evaluate; see the module docstring.
 
     ``feature_cache_dir`` defaults to ``<out_dir>/../.feature-cache`` (shared by runs in
-    one output folder). ``from_run`` supplies earlier stages' weights.
+    one output folder). ``from_run`` supplies earlier stages' weights. Metrics go to
+    ``metrics.jsonl`` and to the trackers of ``config.logging`` (closed, as failed when an
+    exception leaves, before ``run`` returns).
     """
-    from cora_kit.train import report
-
     t_start = time.perf_counter()
     stages = sorted(set(int(s) for s in stages))
     if not stages or any(s not in STEP_FNS for s in stages):
         raise CoraKitError(f"stages must be a subset of 1,2,3; got {stages}")
+    check_available(config.logging.loggers)  # every rank, before anything is written
     info = dist_utils.setup("cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     device = dist_utils.resolve_device(config.device, info)
     out_dir = Path(out_dir)
@@ -357,6 +362,32 @@ def run(
     cache_dir = Path(feature_cache_dir) if feature_cache_dir else out_dir.parent / ".feature-cache"
     ctx = _Ctx(config, rd, info, device, cache_dir, progress, plain_progress, on_step)
 
+    if rd.writer:
+        lg = config.logging
+        ctx.trackers = Trackers.open(
+            lg.loggers, out_dir, config.model_dump(mode="json"), project=lg.project, wandb_mode=lg.wandb_mode,
+            wandb_entity=lg.wandb_entity, group=lg.group, mlflow_tracking_uri=lg.mlflow_tracking_uri,
+        )
+        if ctx.trackers.names and progress:
+            print(f"logging to metrics.jsonl and {', '.join(ctx.trackers.names)}")
+    failed = True
+    try:
+        result = _run_stages(ctx, config, stages, resume, splits, model_factory, from_run, evaluate, t_start)
+        failed = False
+    finally:
+        ctx.trackers.close(failed=failed)
+    return result
+
+
+def _run_stages(
+    ctx: _Ctx, config: CoraConfig, stages: Sequence[int], resume: bool, splits: Splits | None,
+    model_factory: Callable[[CoraConfig, torch.device], Any] | None, from_run: str | Path | None,
+    evaluate: bool, t_start: float,
+) -> RunResult:
+    """Build the model, train ``stages``, evaluate and summarise (the body of ``run``)."""
+    from cora_kit.train import report
+
+    rd, info, device, out_dir = ctx.rd, ctx.dist, ctx.device, ctx.rd.root
     seed_everything(config.seed)
     model = (model_factory or default_model_factory)(config, device)
     splits = splits if splits is not None else load_splits(config)
@@ -398,6 +429,7 @@ def run(
     dist_utils.barrier(info)
     result.seconds = time.perf_counter() - t_start
     result.cache_stats = dict(ctx.cache_stats)
+    ctx.trackers.log_final(result.scores, result.diagnostics)
     if info.is_main:
         report.write_summary(rd, config, result, splits, model.plugin_metadata())
     return result
