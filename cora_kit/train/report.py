@@ -36,7 +36,8 @@ def stage1_diagnostics(model: Any, items: Sequence[dict[str, Any]], ctx: Any) ->
 
     tiles = stage1_views(model)
     provider = FeatureProvider(
-        model, 1, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, tiles, stats=ctx.cache_stats
+        model, 1, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, tiles, stats=ctx.cache_stats,
+        dtype=ctx.config.feature_cache.dtype,
     )
     corr = model.correspondences
     heads, lats = [], []
@@ -68,7 +69,10 @@ def _derangement(n: int, seed: int) -> list[int]:
 def predict(model: Any, items: Sequence[dict[str, Any]], ctx: Any, condition: str = "panorama") -> dict[str, str]:
     """Captions for ``items`` with the real panorama, a blank one, or another item's."""
     ev = ctx.config.eval
-    provider = FeatureProvider(model, 3, str(ctx.cache_dir), ctx.device, batch_size=ev.batch_size, stats=ctx.cache_stats)
+    provider = FeatureProvider(
+        model, 3, str(ctx.cache_dir), ctx.device, batch_size=ev.batch_size, stats=ctx.cache_stats,
+        dtype=ctx.config.feature_cache.dtype,
+    )
     paths = list(dict.fromkeys(i["image_path"] for i in items))
     if condition == "shuffled":
         if len(paths) < 2:
