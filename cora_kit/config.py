@@ -93,6 +93,10 @@ class ModelConfig(_Strict):
     overlap_head: OverlapHeadConfig = Field(default_factory=OverlapHeadConfig)
     projector: ProjectorConfig = Field(default_factory=ProjectorConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    #: recompute activations in backward instead of keeping them: the encoder's and the
+    #: LLM's layers (their transformers switch) and the resampler's layer stack
+    #: (torch.utils.checkpoint). Same gradients, less memory, ~1/3 more compute.
+    gradient_checkpointing: bool = False
 
 
 class StageConfig(_Strict):

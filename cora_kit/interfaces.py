@@ -29,6 +29,48 @@ from cora_kit.geometry import Correspondences, TileLayout
 Grid = tuple[int, int]
 
 
+# --- gradient checkpointing (``model.gradient_checkpointing: true``) ------------------
+
+
+def hf_gradient_checkpointing(model: Any, enabled: bool) -> str:
+    """Turn the transformers model's own switch on/off (non-reentrant; transformers >= 5.x
+    names it ``activation_checkpointing_*``, earlier ``gradient_checkpointing_*``); returns
+    what was done, or ``""`` when ``model`` has no such switch."""
+    for prefix in ("activation", "gradient"):
+        if hasattr(model, f"{prefix}_checkpointing_enable"):
+            break
+    else:
+        return ""
+    if not enabled:
+        getattr(model, f"{prefix}_checkpointing_disable")()
+        return "off"
+    getattr(model, f"{prefix}_checkpointing_enable")(**{f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}})
+    return f"transformers {prefix}_checkpointing_enable (every layer, non-reentrant)"
+
+
+def checkpoint_modules(modules: Sequence[nn.Module], enabled: bool) -> int:
+    """Make each module recompute its forward in backward (``torch.utils.checkpoint``,
+    non-reentrant, RNG state preserved so dropout masks repeat) whenever grad is on.
+    The instance's ``forward`` is wrapped, so parameter names are unchanged."""
+    from torch.utils.checkpoint import checkpoint
+
+    for module in modules:
+        if not enabled:
+            module.__dict__.pop("forward", None)  # back to the class's forward
+            continue
+        if "forward" in module.__dict__:
+            continue
+        original = module.forward
+
+        def forward(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            if not torch.is_grad_enabled():
+                return _original(*args, **kwargs)
+            return checkpoint(_original, *args, use_reentrant=False, **kwargs)
+
+        module.forward = forward  # type: ignore[method-assign]
+    return len(modules)
+
+
 class PluginParams(BaseModel):
     """Base class of plugin parameter models: unknown keys are errors."""
 
@@ -98,6 +140,12 @@ class VisionEncoder(nn.Module, abc.ABC):
         """Identifies the weights + config for the feature cache."""
         return type(self).__name__
 
+    def set_gradient_checkpointing(self, enabled: bool) -> str:
+        """Recompute the blocks' activations in backward instead of keeping them. The
+        default uses the transformers model at ``self.model``; returns what was done, or
+        ``""`` when this encoder cannot (the pipeline reports it)."""
+        return hf_gradient_checkpointing(getattr(self, "model", None), enabled)
+
 
 # --- resampler --------------------------------------------------------------
 
@@ -109,10 +157,26 @@ class Resampler(nn.Module, abc.ABC):
     out_dim: int
     #: backend actually used by this instance (e.g. "torch scan", "mamba-ssm CUDA")
     backend: str = "torch"
+    #: attributes holding the layer stack (``nn.ModuleList`` / ``nn.Sequential``) whose
+    #: members ``set_gradient_checkpointing`` wraps
+    checkpoint_layer_lists: tuple[str, ...] = ("blocks", "layers")
 
     def output_grid(self, grid: Grid) -> Grid:
         """Token grid after resampling, for an input grid ``(h, w)``."""
         return grid
+
+    def set_gradient_checkpointing(self, enabled: bool) -> str:
+        """Checkpoint every layer of the stacks named in ``checkpoint_layer_lists``
+        (``torch.utils.checkpoint``); returns what was done, ``""`` when there is none."""
+        layers = [
+            m for name in self.checkpoint_layer_lists
+            if isinstance(getattr(self, name, None), nn.ModuleList | nn.Sequential)
+            for m in getattr(self, name)
+        ]
+        if not layers:
+            return ""
+        checkpoint_modules(layers, enabled)
+        return f"torch.utils.checkpoint on {len(layers)} layers" if enabled else "off"
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor: ...
@@ -226,6 +290,11 @@ class LLMAdapter(nn.Module, abc.ABC):
     def enable_lora(self, r: int, alpha: int, dropout: float, target_modules: Sequence[str]) -> None:
         """Wrap the LM with peft LoRA adapters; only adapter weights stay trainable."""
 
+    def set_gradient_checkpointing(self, enabled: bool) -> str:
+        """Recompute the decoder layers in backward; default: the transformers switch of
+        ``self.model``. Returns what was done, or ``""`` when this adapter cannot."""
+        return hf_gradient_checkpointing(getattr(self, "model", None), enabled)
+
     @abc.abstractmethod
     def generate(
         self,
@@ -268,4 +337,6 @@ __all__ = [
     "Tiler",
     "TokenPositions",
     "VisionEncoder",
+    "checkpoint_modules",
+    "hf_gradient_checkpointing",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -107,6 +108,8 @@ class CoraModel(nn.Module):
         self.fusion = LanguageFusion(llm.tokenizer, llm.vision_token, config.model.llm.max_text_tokens)
         self.stage: int | None = None
         self._key_memo: dict[int, tuple[tuple, str]] = {}
+        #: component -> what gradient checkpointing does there (empty: off)
+        self.gradient_checkpointing: dict[str, str] = {}
 
     # -- construction ----------------------------------------------------------
 
@@ -157,7 +160,26 @@ class CoraModel(nn.Module):
             tiler.layout, latent_grid, mode=m.correspondence_mode, include_global=False
         )
         model = cls(config, tiler, encoder, resampler, overlap_head, loss_fn, projector, llm, correspondences)
+        if m.gradient_checkpointing:
+            model.set_gradient_checkpointing(True)
         return model if device.type in ("cpu", "meta") else model.to(device)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> dict[str, str]:
+        """Checkpoint the encoder's and LLM's layers (their libraries' switches) and the
+        resampler's layer stack; returns ``{component: what was done}``. A component whose
+        plugin cannot is reported (warning, and ``plugins.json``), never silently skipped."""
+        done: dict[str, str] = {}
+        for name in ("encoder", "resampler", "llm"):
+            component = getattr(self, name)
+            how = component.set_gradient_checkpointing(enabled)
+            if enabled and not how:
+                plugin = getattr(self.config.model, name).name
+                how = f"not supported by the {name} plugin '{plugin}': its activations are kept"
+                warnings.warn(f"gradient checkpointing: {how}", stacklevel=2)
+            done[name] = how
+        self.gradient_checkpointing = done if enabled else {}
+        self.train(self.training)
+        return done
 
     # -- vision path -------------------------------------------------------------
 
@@ -337,6 +359,8 @@ class CoraModel(nn.Module):
                 module = getattr(self, name)
                 if isinstance(module, nn.Module):
                     module.eval()
+                    if self.gradient_checkpointing:
+                        _checkpoint_while_frozen(module)
         return self
 
     def param_groups(self, stage: int, stage_cfg: StageConfig) -> list[dict]:
@@ -413,9 +437,21 @@ class CoraModel(nn.Module):
             source = getattr(obj, "source", None)
             if isinstance(source, str):
                 out[kind]["source"] = source if len(source) < 200 else source[:200] + "..."
+        if self.gradient_checkpointing:
+            out["gradient_checkpointing"] = dict(self.gradient_checkpointing)
         out["layout"] = {"name": self.layout.name, "views": self.layout.num_views, "grid": list(self.grid),
                          "latent_grid": list(self.latent_grid), "vision_tokens": self.projector.num_tokens}
         return out
+
+
+def _checkpoint_while_frozen(module: nn.Module) -> None:
+    """transformers checkpoints a layer only when ``layer.training``; a frozen module stays
+    in eval mode, yet Stage 2 back-propagates through the frozen LLM to the projector and
+    resampler. Flag just the checkpointed layers (their submodules - attention, dropout -
+    stay in eval mode), so the frozen LLM's activations are recomputed too."""
+    for sub in module.modules():
+        if hasattr(type(sub), "gradient_checkpointing") and getattr(sub, "gradient_checkpointing", False):
+            sub.training = True
 
 
 def _hf_options(choice: Any, section: str) -> dict[str, Any]:
