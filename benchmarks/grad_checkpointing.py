@@ -8,7 +8,7 @@ SigLIP2-so400m blocks (k=2) on the 8 tiles [8,256,1152]; the BiMamba resampler (
 config, torch scan) on the same; the Qwen3-0.6B decoder on 1,408 vision + 24 text tokens,
 frozen (Stage 2: gradients flow to the inputs) and with LoRA r32 (Stage 3). "saved" counts
 the distinct storages autograd keeps between forward and backward
-(``cora_kit.models.summary.saved_activation_bytes``, parameters excluded): what the
+(``cora_kit.train.autobatch.saved_activation_bytes``, parameters excluded): what the
 checkpointed model no longer holds, independent of the device. Per-layer coefficients
 (values per token per layer / width) are printed next to the ones ``cora-kit
 model-summary`` uses. Layer counts are reduced (``--llm-layers``, default 4 of 28) since
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 import cora_kit
-from cora_kit.models.summary import saved_activation_bytes
+from cora_kit.train.autobatch import saved_activation_bytes
 
 TEXT_TOKENS = 24
 
@@ -37,8 +37,10 @@ def _measure(module: Any, fn: Callable[[], torch.Tensor], enabled: bool, setter:
              reps: int) -> dict[str, float]:
     setter(enabled)
     params = list(module.parameters())
-    out, saved = saved_activation_bytes(fn, params)
-    out.float().square().mean().backward() if out.dim() else out.backward()
+    outs: list[torch.Tensor] = []
+    saved = saved_activation_bytes(lambda: outs.append(fn()), params)
+    out = outs.pop()
+    (out.float().square().mean() if out.dim() else out).backward()
     times = []
     for _ in range(reps):
         for p in params:
@@ -134,7 +136,7 @@ def main() -> None:
         print(f"  {rows[-1]}", flush=True)
         del llm
 
-    from cora_kit.models import summary as sm
+    from cora_kit.commands import model_summary as sm
 
     print(f"\n{'component':<42}{'saved MiB off':>14}{'on':>9}{'ratio':>7}{'coef/layer off':>16}{'on':>7}"
           f"{'time off s':>11}{'on':>7}{'x':>6}")

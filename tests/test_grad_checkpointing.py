@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from cora_kit.config import resolve_config
-from cora_kit.models.summary import saved_activation_bytes
 from cora_kit.pipeline import CoraModel
+from cora_kit.train.autobatch import saved_activation_bytes
 from cora_kit.train.stages import STEP_FNS, stage1_views
 
 ITEMS = [{"query": "what is left of the viewer?", "answer": "a red cube"},
@@ -31,7 +31,10 @@ def _stage_grads(model: CoraModel, stage: int) -> tuple[dict[str, torch.Tensor],
     model.zero_grad(set_to_none=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(11)  # the same dropout masks in both runs
-        loss, saved = saved_activation_bytes(lambda: STEP_FNS[stage](model, hidden, ITEMS, cfg)[0], model.parameters())
+        out: list[torch.Tensor] = []
+        saved = saved_activation_bytes(lambda: out.append(STEP_FNS[stage](model, hidden, ITEMS, cfg)[0]),
+                                       model.parameters())
+        loss = out[0]
         loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return grads, saved
@@ -87,7 +90,7 @@ def test_eval_and_no_grad_paths_do_not_checkpoint() -> None:
 
 
 def test_model_summary_shows_the_effect_on_the_memory_estimate() -> None:
-    from cora_kit.models.summary import model_summary
+    from cora_kit.commands.model_summary import model_summary
 
     off = model_summary(resolve_config("paper"))
     on = model_summary(resolve_config("paper", None, ["model.gradient_checkpointing=true"]))

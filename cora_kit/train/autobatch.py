@@ -10,7 +10,7 @@ up the rest. The choice is printed and recorded in the run's config.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cora_kit.errors import ConfigError
@@ -143,12 +143,15 @@ def plan_from_ram(
     return plan_split(per_device, limit, world_size, limit, rule)
 
 
-def saved_activation_bytes(step: Callable[[], Any]) -> int:
-    """Bytes of the tensors autograd saves for backward during ``step()`` (one forward)."""
+def saved_activation_bytes(step: Callable[[], Any], exclude: Iterable[Any] = ()) -> int:
+    """Bytes of the distinct storages autograd saves for backward during ``step()`` (one
+    forward), less those of ``exclude``: pass the model's parameters, which autograd saves
+    too (a frozen weight is kept for the input's gradient) but which do not grow with the
+    batch. Device-independent: model-summary's activation coefficients are checked with it."""
     import torch
 
     total = 0
-    seen: set[int] = set()
+    seen: set[int] = {t.untyped_storage().data_ptr() for t in exclude if t.device.type != "meta"}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         nonlocal total
