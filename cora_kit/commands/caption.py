@@ -48,11 +48,19 @@ def caption(
     out: Path = typer.Option(None, "--out", "-o", help='Write JSONL rows {"image", "query", "caption"}.'),
     from_runs: list[Path] = typer.Option([], "--from", help="Run folder holding earlier stages (runs trained with --from)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    precision: str = typer.Option(
+        None, "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32; default: the model config's."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar for folder arguments."),
 ) -> None:
     """Caption panoramas with a trained run (--run) or an exported model (--model)."""
     from cora_kit import serving
 
+    from cora_kit.device import PRECISIONS
+    from cora_kit.errors import ConfigError
+
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     query = serving.DEFAULT_QUERY if query is None else query
     files = serving.panorama_files(images)  # missing paths fail before the model loads
     for f in files:
@@ -70,9 +78,9 @@ def caption(
                       console=err, transient=True) as bar:
             task = bar.add_task("caption", total=len(files))
             rows = serving.caption_files(net, files, query, max_new_tokens, beams, batch_size,
-                                           on_batch=lambda new: bar.advance(task, len(new)))
+                                         on_batch=lambda new: bar.advance(task, len(new)), precision=precision)
     else:
-        rows = serving.caption_files(net, files, query, max_new_tokens, beams, batch_size)
+        rows = serving.caption_files(net, files, query, max_new_tokens, beams, batch_size, precision=precision)
     if out is not None:
         _write_jsonl(out, rows)
     table = Table(title=f"query: {query}", title_justify="left")

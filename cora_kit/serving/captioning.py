@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from cora_kit.data.images import IMAGE_SUFFIXES, check_erp, read_erp
+from cora_kit.device import autocast
 from cora_kit.errors import ConfigError, DataError
 from cora_kit.train.protocol import CoraModelLike
 
@@ -63,23 +64,26 @@ def read_panorama(path: Path) -> torch.Tensor:
 
 @torch.no_grad()
 def caption_erps(
-    model: CoraModelLike, erps: Sequence[torch.Tensor], queries: Sequence[str], max_new_tokens: int = 32, num_beams: int = 1
+    model: CoraModelLike, erps: Sequence[torch.Tensor], queries: Sequence[str], max_new_tokens: int = 32,
+    num_beams: int = 1, precision: str | None = None,
 ) -> list[str]:
-    """Captions for ERPs (each ``[3,H,W]`` in [0,1], any 2:1 size) and one query each."""
+    """Captions for ERPs (each ``[3,H,W]`` in [0,1], any 2:1 size) and one query each.
+
+    ``precision`` (default: the model config's, ``auto``): bf16 autocast on CUDA, fp32 on
+    CPU (``cora_kit.device.autocast``)."""
     if len(erps) != len(queries):
         raise ValueError(f"{len(erps)} panoramas but {len(queries)} queries")
     if not erps:
         return []
     device = next(model.parameters()).device
-    latents = []
-    for erp in erps:  # sizes may differ between files: tile one at a time, batch the rest
+    for erp in erps:
         if erp.dim() != 3 or erp.shape[0] != 3:
             raise ValueError(f"caption_erps expects ERP [3,H,W]; got {list(erp.shape)}")
-        views = model.tile(erp.unsqueeze(0).to(device))
-        latents.append(model.encode_frozen(views, 3))
-    hidden = torch.cat(latents)
-    latent = model.resample(model.encode_trainable(hidden, 3))
-    return model.generate(latent, list(queries), max_new_tokens=max_new_tokens, num_beams=num_beams)
+    with autocast(device, precision or model.config.precision):
+        # sizes may differ between files: tile one at a time, batch the rest
+        hidden = torch.cat([model.encode_frozen(model.tile(erp.unsqueeze(0).to(device)), 3) for erp in erps])
+        latent = model.resample(model.encode_trainable(hidden, 3))
+        return model.generate(latent, list(queries), max_new_tokens=max_new_tokens, num_beams=num_beams)
 
 
 def caption_files(
@@ -90,9 +94,11 @@ def caption_files(
     num_beams: int | None = None,
     batch_size: int | None = None,
     on_batch: Callable[[list[dict[str, str]]], None] | None = None,
+    precision: str | None = None,
 ) -> list[dict[str, str]]:
     """Rows ``{"image", "query", "caption"}`` in file order; decoding options default to
-    the model config's ``eval`` section. Every file is header-checked before any work."""
+    the model config's ``eval`` section, ``precision`` to its ``precision`` (see
+    ``caption_erps``). Every file is header-checked before any work."""
     ev = model.config.eval
     max_new_tokens = ev.max_new_tokens if max_new_tokens is None else max_new_tokens
     num_beams = ev.num_beams if num_beams is None else num_beams
@@ -109,7 +115,7 @@ def caption_files(
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         erps = [read_panorama(f) for f in chunk]
-        texts = caption_erps(model, erps, [query] * len(chunk), max_new_tokens, num_beams)
+        texts = caption_erps(model, erps, [query] * len(chunk), max_new_tokens, num_beams, precision)
         new = [{"image": str(f), "query": query, "caption": t} for f, t in zip(chunk, texts, strict=True)]
         rows.extend(new)
         if on_batch is not None:

@@ -34,13 +34,17 @@ def _hf_model(component: nn.Module) -> Any | None:
     return inner if hasattr(inner, "save_pretrained") else None
 
 
-def _save_encoder(encoder: nn.Module, out: Path, cfg: dict[str, Any]) -> list[str]:
+#: ``export --dtype`` -> weight dtype of the files
+EXPORT_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _save_encoder(encoder: nn.Module, out: Path, cfg: dict[str, Any], dtype: torch.dtype) -> list[str]:
     enc = cfg["model"]["encoder"]
     inner = _hf_model(encoder)
     if inner is None:  # not a transformers model: its whole state dict, built from the same config
-        save_model(encoder, str(out / "encoder.safetensors"))
+        save_model(encoder.to(dtype), str(out / "encoder.safetensors"))
         return ["encoder.safetensors"]
-    inner.save_pretrained(str(out / "encoder"), safe_serialization=True)
+    inner.to(dtype).save_pretrained(str(out / "encoder"), safe_serialization=True)
     mean, std = getattr(encoder, "mean", None), getattr(encoder, "std", None)
     if isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor):
         proc = {"do_normalize": True, "image_mean": mean.flatten().tolist(), "image_std": std.flatten().tolist()}
@@ -68,7 +72,7 @@ def _untie_adapted_lm_head(peft_model: nn.Module) -> None:
         text_config.tie_word_embeddings = False
 
 
-def _save_llm(llm: nn.Module, out: Path, cfg: dict[str, Any]) -> list[str]:
+def _save_llm(llm: nn.Module, out: Path, cfg: dict[str, Any], dtype: torch.dtype) -> list[str]:
     inner = getattr(llm, "model", None)
     tokenizer = getattr(llm, "tokenizer", None)
     if not hasattr(inner, "merge_and_unload") or not hasattr(tokenizer, "save_pretrained"):
@@ -77,10 +81,10 @@ def _save_llm(llm: nn.Module, out: Path, cfg: dict[str, Any]) -> list[str]:
             " (.model.merge_and_unload, .tokenizer.save_pretrained); it cannot be exported"
         )
     _untie_adapted_lm_head(inner)
-    merged = inner.merge_and_unload()  # LoRA folded into the base weights
+    merged = inner.merge_and_unload()  # LoRA folded into the base weights (in fp32, rounded once after)
     llm.model = merged
     llm.lora_enabled = False
-    merged.save_pretrained(str(out / "llm"), safe_serialization=True)
+    merged.to(dtype).save_pretrained(str(out / "llm"), safe_serialization=True)
     tokenizer.save_pretrained(str(out / "llm"))
     m = cfg["model"]["llm"]
     m.update(pretrained="llm", arch={}, tokenizer=None)
@@ -88,12 +92,19 @@ def _save_llm(llm: nn.Module, out: Path, cfg: dict[str, Any]) -> list[str]:
     return sorted(str(p.relative_to(out)) for p in (out / "llm").glob("*.safetensors"))
 
 
-def export_model(model: CoraModel, out_dir: str | Path, source: dict[str, Any], overwrite: bool = False) -> Path:
+def export_model(model: CoraModel, out_dir: str | Path, source: dict[str, Any], overwrite: bool = False,
+                 dtype: str = "fp32") -> Path:
     """Write ``model`` (a loaded ``CoraModel``) as a self-contained folder ``out_dir``.
 
-    The LLM is merged in place (the adapter is gone from ``model`` afterwards).
+    The LLM is merged in place (the adapter is gone from ``model`` afterwards). ``dtype``
+    ``bf16`` writes every weight in bfloat16 (half the size; LoRA is merged in fp32 first,
+    so each weight is rounded once) and casts ``model`` in place; loading upcasts to fp32
+    master weights, and captioning runs under bf16 autocast on CUDA either way.
     ``source`` is recorded in export.json (run folder, stage files).
     """
+    if dtype not in EXPORT_DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(EXPORT_DTYPES)}")
+    torch_dtype = EXPORT_DTYPES[dtype]
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise ConfigError(f"--out {out_dir} exists and is not empty; choose another folder or pass --overwrite")
@@ -102,12 +113,12 @@ def export_model(model: CoraModel, out_dir: str | Path, source: dict[str, Any], 
     try:
         cfg = model.config.model_dump(mode="json")
         plugins = model.plugin_metadata()
-        files = _save_encoder(model.encoder, tmp, cfg)
-        files += _save_llm(model.llm, tmp, cfg)
+        files = _save_encoder(model.encoder, tmp, cfg, torch_dtype)
+        files += _save_llm(model.llm, tmp, cfg, torch_dtype)
         for attr, name in MODULE_FILES.items():
             module = getattr(model, attr)
             if isinstance(module, nn.Module) and module.state_dict():
-                save_model(module, str(tmp / name))
+                save_model(module.to(torch_dtype), str(tmp / name))
                 files.append(name)
         config = CoraConfig.model_validate(cfg)
         (tmp / "config.yaml").write_text(
@@ -116,7 +127,7 @@ def export_model(model: CoraModel, out_dir: str | Path, source: dict[str, Any], 
         (tmp / "plugins.json").write_text(json.dumps(plugins, indent=2, default=str) + "\n", encoding="utf-8")
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "cora_kit_version": __version__,
-            "source": source, "lora_merged": True,
+            "source": source, "lora_merged": True, "dtype": dtype,
             "files": {f: sha256_file(tmp / f) for f in sorted(files)},
         }
         (tmp / "export.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -130,12 +141,13 @@ def export_model(model: CoraModel, out_dir: str | Path, source: dict[str, Any], 
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, sources: tuple[str | Path, ...] = (),
-               overwrite: bool = False) -> Path:
-    """Load a run folder (``cora_kit.serving.loading.load_run``) and export it to ``out_dir``."""
+               overwrite: bool = False, dtype: str = "fp32") -> Path:
+    """Load a run folder (``cora_kit.serving.loading.load_run``) and export it to ``out_dir``
+    with weights in ``dtype`` (``fp32`` or ``bf16``)."""
     model, info = load_run(run_dir, device="cpu", sources=sources)
     source = {"run": str(Path(run_dir).resolve()), "stages": {str(k): v for k, v in info.stages.items()},
               "notes": info.notes}
-    return export_model(model, out_dir, source, overwrite=overwrite)
+    return export_model(model, out_dir, source, overwrite=overwrite, dtype=dtype)
 
 
-__all__ = ["export_model", "export_run"]
+__all__ = ["EXPORT_DTYPES", "export_model", "export_run"]

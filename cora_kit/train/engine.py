@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from cora_kit.config import CoraConfig, StageConfig, to_yaml
-from cora_kit.device import resolve_device
+from cora_kit.device import autocast, resolve_device
 from cora_kit.errors import CheckpointError, CoraKitError
 from cora_kit.train import checkpoint as ckpt
 from cora_kit.train import distributed as dist_utils
@@ -75,14 +75,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if device.type == "cuda" and precision in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 class _StepModule(torch.nn.Module):
     """Wraps a stage step so DDP sees one ``forward`` (gradient all-reduce hooks)."""
 
@@ -126,7 +118,7 @@ def _auto_batch(
     def step(b: int) -> torch.Tensor:
         model.zero_grad(set_to_none=True)
         try:
-            with _autocast(ctx.device, ctx.config.precision):
+            with autocast(ctx.device, ctx.config.precision):
                 loss, _ = fn(model, sample.expand(b, *sample.shape[1:]).clone(), [items[0]] * b, cfg)
             loss.backward()
         finally:
@@ -234,7 +226,7 @@ def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[di
                     sync = a == cfg.grad_accum - 1 or not ctx.dist.enabled
                     # DDP all-reduces gradients only on the last micro-batch of a step
                     with contextlib.nullcontext() if sync else runner.no_sync():
-                        with _autocast(ctx.device, ctx.config.precision):
+                        with autocast(ctx.device, ctx.config.precision):
                             loss, step_logs = runner(hidden, batch)
                         value = float(loss.detach())
                         if dist_utils.any_rank(not math.isfinite(value), ctx.dist, ctx.device):

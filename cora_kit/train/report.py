@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from cora_kit.device import autocast
 from cora_kit.train.protocol import CoraModelLike
 from cora_kit.train.stages import FeatureProvider, stage1_views
 
@@ -40,10 +41,12 @@ def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ct
     try:
         with torch.random.fork_rng(devices=[]):
             for batch in _batches(items, ctx.config.eval.batch_size):
-                latent = model.resample(model.encode_trainable(provider.features(batch), 1))
-                lat_tiles = latent[:, tiles] if latent.shape[1] != len(tiles) else latent
+                with autocast(ctx.device, ctx.config.precision):
+                    latent = model.resample(model.encode_trainable(provider.features(batch), 1))
+                    lat_tiles = latent[:, tiles] if latent.shape[1] != len(tiles) else latent
+                    head = model.overlap_head(lat_tiles)
                 lats.append(lat_tiles.float().cpu())
-                heads.append(model.overlap_head(lat_tiles).float().cpu())
+                heads.append(head.float().cpu())
     finally:
         model.train(was_training)
     result = diagnose(torch.cat(heads), corr, model.latent_grid, resampler_features=torch.cat(lats))
@@ -91,8 +94,11 @@ def predict(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any, con
                 hidden = blank.expand(len(batch), *blank.shape[1:])
             else:
                 raise ValueError(f"unknown condition {condition!r}; one of {CONDITIONS}")
-            latent = model.resample(model.encode_trainable(hidden, 3))
-            texts = model.generate(latent, [i["query"] for i in batch], max_new_tokens=ev.max_new_tokens, num_beams=ev.num_beams)
+            with autocast(ctx.device, ctx.config.precision):  # bf16 on CUDA (precision auto)
+                latent = model.resample(model.encode_trainable(hidden, 3))
+                texts = model.generate(
+                    latent, [i["query"] for i in batch], max_new_tokens=ev.max_new_tokens, num_beams=ev.num_beams
+                )
             out.update({i["id"]: t for i, t in zip(batch, texts, strict=True)})
     finally:
         model.train(was_training)

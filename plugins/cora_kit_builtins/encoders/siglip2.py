@@ -92,8 +92,10 @@ class Siglip2Encoder(VisionEncoder):
                     f" only; with pretrained '{pretrained}' set random_init or drop arch"
                 )
             folder = hf_assets.resolve_pretrained(pretrained, "vision encoder", SECTION)
+            # fp32 master weights whatever the files hold (a bf16 export, a bf16 hub copy):
+            # transformers' default dtype "auto" would keep the files' dtype
             self.model = SiglipVisionModel.from_pretrained(
-                str(folder), local_files_only=True, attn_implementation=attn_implementation
+                str(folder), local_files_only=True, attn_implementation=attn_implementation, dtype=torch.float32
             )
             self.source = f"pretrained:{folder}"
         else:
