@@ -160,6 +160,17 @@ class EvalConfig(_Strict):
     max_new_tokens: int = Field(32, ge=1)
     num_beams: int = Field(1, ge=1)
     batch_size: int = Field(8, ge=1)
+    #: controls captioned beside the real panoramas (``cora_kit.train.report``): every
+    #: panorama blank, or panoramas shuffled across items; [] evaluates the model alone
+    controls: list[Literal["blank", "shuffled"]] = Field(default_factory=lambda: ["blank", "shuffled"])
+
+
+class DistributedConfig(_Strict):
+    """torchrun / DDP (``cora_kit.train.distributed``)."""
+
+    #: seconds any collective may wait for the other ranks before failing (a dead or
+    #: stuck rank then stops the run instead of hanging it)
+    timeout_s: float = Field(1800.0, gt=0)
 
 
 class FeatureCacheConfig(_Strict):
@@ -201,6 +212,7 @@ class CoraConfig(_Strict):
     stages: StagesConfig = Field(default_factory=StagesConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     feature_cache: FeatureCacheConfig = Field(default_factory=FeatureCacheConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 
@@ -418,6 +430,7 @@ def validate_plugin_choices(config: CoraConfig) -> None:
 __all__ = [
     "CoraConfig",
     "DataConfig",
+    "DistributedConfig",
     "EncoderConfig",
     "EvalConfig",
     "FeatureCacheConfig",

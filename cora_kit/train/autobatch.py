@@ -173,13 +173,17 @@ def search_stage_batch(
     world_size: int,
     device_type: str,
     available_bytes: float | None = None,
+    exclude: Iterable[Any] = (),
 ) -> BatchPlan:
     """The split of one stage's effective batch for ``--batch-size auto``.
 
-    ``step(b)`` runs forward+backward of the stage's step on a synthetic micro-batch of
-    ``b`` (and returns the loss). CUDA: trials with doubling + bisection (OOM caught,
-    cache emptied), ``SAFETY_MARGIN``. CPU: the stated RAM rule with bytes per sample =
-    2 x the activation bytes autograd saves for one sample (gradients and temporaries).
+    ``batch_size`` x ``grad_accum`` is what one device processes per optimizer step (under
+    DDP: the per-rank share of the configured effective batch). ``step(b)`` runs
+    forward+backward of the stage's step on a synthetic micro-batch of ``b`` (and returns
+    the loss). CUDA: trials with doubling + bisection (OOM caught, cache emptied),
+    ``SAFETY_MARGIN``. CPU: the stated RAM rule with bytes per sample = 2 x the activation
+    bytes autograd saves for one sample (gradients and temporaries), less ``exclude`` (the
+    model's parameters, which autograd saves too but which do not grow with the batch).
     """
     import torch
 
@@ -189,5 +193,5 @@ def search_stage_batch(
         import psutil
 
         available_bytes = float(psutil.virtual_memory().available)
-    per_sample = 2.0 * saved_activation_bytes(lambda: step(1))
+    per_sample = 2.0 * saved_activation_bytes(lambda: step(1), exclude)
     return plan_from_ram(batch_size, grad_accum, world_size, max(per_sample, 1.0), available_bytes)

@@ -110,7 +110,7 @@ def _auto_batch(
 ) -> StageConfig:
     """``--batch-size auto``: split the stage's effective batch by what fits; the choice is
     printed and written into the run's config.yaml."""
-    from cora_kit.train.autobatch import search_stage_batch
+    from cora_kit.train.autobatch import plan_split, search_stage_batch
 
     sample = provider.features(items[:1])
     fn = STEP_FNS[stage]
@@ -126,13 +126,20 @@ def _auto_batch(
         return loss
 
     with torch.random.fork_rng(devices=[ctx.device.index or 0] if ctx.device.type == "cuda" else []):
-        plan = search_stage_batch(step, cfg.batch_size, cfg.grad_accum, ctx.dist.world_size, ctx.device.type)
+        plan = search_stage_batch(step, cfg.batch_size, cfg.grad_accum, ctx.dist.world_size, ctx.device.type,
+                                  exclude=list(model.parameters()))
+    agreed = dist_utils.all_reduce_min(plan.micro_batch, ctx.dist, ctx.device)  # one choice for all ranks
+    if agreed != plan.micro_batch:
+        plan = plan_split(cfg.batch_size * cfg.grad_accum, agreed, ctx.dist.world_size, plan.found,
+                          plan.rule + "; the smallest choice over the ranks")
     new = cfg.model_copy(update={"batch_size": plan.micro_batch, "grad_accum": plan.grad_accum})
     say(
         f"stage {stage}: --batch-size auto: micro-batch {plan.micro_batch} x accumulation {plan.grad_accum}"
         f" x {plan.world_size} process(es) = effective {plan.effective} (unchanged); {plan.rule}"
     )
-    stages = ctx.config.stages.model_copy(update={f"stage{stage}": new})
+    # config.yaml keeps the effective batch as one process would run it
+    stages = ctx.config.stages.model_copy(update={f"stage{stage}": new.model_copy(
+        update={"grad_accum": new.grad_accum * ctx.dist.world_size})})
     ctx.config = ctx.config.model_copy(update={"stages": stages})
     ctx.rd.write_text(ctx.rd.config, to_yaml(ctx.config))
     return new
@@ -149,7 +156,14 @@ def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[di
     if not items:
         raise CoraKitError(f"stage {stage}: the training split is empty")
 
-    seed_everything(ctx.config.seed * 1000 + stage)
+    # per-rank random streams (dropout, augmentation); rank 0 keeps the one-process seed
+    seed_everything(dist_utils.rank_seed(ctx.config.seed * 1000 + stage, ctx.dist.rank))
+    # the configured effective batch over world_size processes (accumulation divided)
+    micro_b, accum = dist_utils.split_for_world(cfg.batch_size, cfg.grad_accum, ctx.dist.world_size, f"stage {stage}: ")
+    if (micro_b, accum) != (cfg.batch_size, cfg.grad_accum):
+        say(f"stage {stage}: {ctx.dist.world_size} processes: micro-batch {micro_b} x accumulation {accum} per rank"
+            f" = effective {micro_b * accum * ctx.dist.world_size} (configured {cfg.batch_size} x {cfg.grad_accum})")
+        cfg = cfg.model_copy(update={"batch_size": micro_b, "grad_accum": accum})
     views = stage1_views(model) if stage == 1 else None  # seed: Stage 1 sees the tiles only
     provider = FeatureProvider(
         model, stage, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, views, stats=ctx.cache_stats,
@@ -173,8 +187,10 @@ def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[di
         model.load_trainable_state_dict(weights, strict=True)
         optim.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        ckpt.set_rng_state(state["rng"])
+        ckpt.set_rng_state(state["rng"])  # rank 0's streams; the others derive theirs
         step = resumed_from = int(state["step"])
+        if ctx.dist.rank:
+            seed_everything(dist_utils.rank_seed(ctx.config.seed * 1000 + stage + 7919 * step, ctx.dist.rank))
         if int(state["total_steps"]) != total:
             raise CheckpointError(
                 f"{stage_dir}: checkpoint planned {state['total_steps']} steps, this config plans {total};"
@@ -242,6 +258,7 @@ def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[di
                 optim.step()
                 sched.step()
                 step += 1
+                logs = dist_utils.mean_over_ranks(logs, ctx.dist)  # the whole effective batch
                 window.append(logs["loss"])
                 metrics = {**logs, "lr": lr, **({"grad_norm": grad_norm} if grad_norm is not None else {})}
                 bar.update(step, n_items * ctx.dist.world_size, metrics)
@@ -320,9 +337,21 @@ def run(
     if not stages or any(s not in STEP_FNS for s in stages):
         raise CoraKitError(f"stages must be a subset of 1,2,3; got {stages}")
     check_available(config.logging.loggers)  # every rank, before anything is written
-    info = dist_utils.setup(resolve_device(config.device).type)
+    info = dist_utils.setup(resolve_device(config.device).type, config.distributed.timeout_s)
+    try:
+        return _run_in_group(config, Path(out_dir), info, stages, model_factory, resume, feature_cache_dir,
+                             from_run, splits, evaluate, progress, plain_progress, on_step, t_start)
+    finally:
+        dist_utils.teardown(info)  # a group this run created is destroyed, on errors too
+
+
+def _run_in_group(
+    config: CoraConfig, out_dir: Path, info: dist_utils.DistInfo, stages: Sequence[int], model_factory: ModelFactory,
+    resume: bool, feature_cache_dir: str | Path | None, from_run: str | Path | None, splits: Splits | None,
+    evaluate: bool, progress: bool, plain_progress: bool, on_step: StepCallback | None, t_start: float,
+) -> RunResult:
+    """``run`` once the process group (if any) is up: run folder, trackers, stages."""
     device = resolve_device(config.device, info.local_rank if info.enabled else None)
-    out_dir = Path(out_dir)
     rd = RunDir(out_dir, writer=info.is_main)
     if not resume and any(rd.stage(s).exists() for s in stages):  # every rank checks: no hang
         raise CoraKitError(f"{out_dir} already holds stage folders; pass --resume to continue it or choose another --name")
@@ -368,7 +397,8 @@ def _run_stages(
 
     result = RunResult(out_dir)
     diag_before = None
-    if 1 in stages and splits.stage1_val and not (resume and ckpt.is_done(rd.stage(1))):
+    # Stage-1 diagnostics: rank 0 only (the others go on to their next stage's cache fill)
+    if 1 in stages and splits.stage1_val and info.is_main and not (resume and ckpt.is_done(rd.stage(1))):
         diag_before = report.stage1_diagnostics(model, splits.stage1_val, ctx)
     elif 1 in stages and rd.diagnostics.is_file():
         import json
@@ -385,7 +415,7 @@ def _run_stages(
             continue
         items = splits.stage1_train if stage == 1 else splits.train
         result.stages[stage] = _train_stage(ctx, model, stage, items, resume)
-        if stage == 1 and splits.stage1_val:
+        if stage == 1 and splits.stage1_val and info.is_main:
             after = report.stage1_diagnostics(model, splits.stage1_val, ctx)
             result.diagnostics = {"split": "stage1_val", "before": diag_before, "after": after}
             rd.write_json(rd.diagnostics, result.diagnostics)
@@ -393,7 +423,7 @@ def _run_stages(
         import json
 
         result.diagnostics = json.loads(rd.diagnostics.read_text())
-    if evaluate and max(stages) >= 2 and info.is_main:
+    if evaluate and max(stages) >= 2:  # every rank captions its shard; rank 0 scores
         result.scores = report.evaluate_test(model, splits, ctx)
     dist_utils.barrier(info)
     result.seconds = time.perf_counter() - t_start

@@ -14,10 +14,12 @@ from typing import Any
 import torch
 
 from cora_kit.device import autocast
+from cora_kit.train import distributed as dist_utils
 from cora_kit.train.protocol import CoraModelLike
 from cora_kit.train.stages import FeatureProvider, stage1_views
 
 CONDITIONS = ("panorama", "blank", "shuffled")
+CONDITION_LABELS = {"panorama": "trained", "blank": "blank panorama", "shuffled": "shuffled panoramas"}
 
 
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -63,8 +65,17 @@ def _derangement(n: int, seed: int) -> list[int]:
 
 
 @torch.no_grad()
-def predict(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any, condition: str = "panorama") -> dict[str, str]:
-    """Captions for ``items`` with the real panorama, a blank one, or another item's."""
+def predict(
+    model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any, condition: str = "panorama"
+) -> dict[str, str] | None:
+    """Captions for ``items`` with the real panorama, a blank one, or another item's.
+
+    Under DDP (``ctx.dist``) each rank captions its shard (``items[rank::world]``) and rank 0
+    gathers every caption, in ``items`` order; the other ranks get None. The shuffled
+    control's pairing is drawn over all items first, so it does not depend on the sharding."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; one of {CONDITIONS}")
+    info = getattr(ctx, "dist", None) or dist_utils.DistInfo()
     ev = ctx.config.eval
     provider = FeatureProvider(
         model, 3, str(ctx.cache_dir), ctx.device, batch_size=ev.batch_size, stats=ctx.cache_stats,
@@ -82,18 +93,16 @@ def predict(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any, con
     was_training = model.training
     model.eval()
     try:
-        for batch in _batches(items, ev.batch_size):
+        for batch in _batches(dist_utils.shard(list(items), info), ev.batch_size):
             if condition == "panorama":
                 hidden = provider.features(batch)
             elif condition == "shuffled":
                 hidden = provider.features([swap[i["image_path"]] for i in batch])
-            elif condition == "blank":
+            else:  # blank
                 if blank is None:
                     erp = torch.zeros_like(batch[0]["erp"])
                     blank = provider.features([{"id": "blank", "erp": erp}])
                 hidden = blank.expand(len(batch), *blank.shape[1:])
-            else:
-                raise ValueError(f"unknown condition {condition!r}; one of {CONDITIONS}")
             with autocast(ctx.device, ctx.config.precision):  # bf16 on CUDA (precision auto)
                 latent = model.resample(model.encode_trainable(hidden, 3))
                 texts = model.generate(
@@ -102,7 +111,11 @@ def predict(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any, con
             out.update({i["id"]: t for i, t in zip(batch, texts, strict=True)})
     finally:
         model.train(was_training)
-    return out
+    shards = dist_utils.gather_to_main(out, info)
+    if shards is None:
+        return None
+    merged = {k: v for part in shards for k, v in part.items()}
+    return {i["id"]: merged[i["id"]] for i in items}
 
 
 def score(predictions: dict[str, str], references: dict[str, list[str]], metrics: Sequence[str]) -> dict[str, Any]:
@@ -112,7 +125,9 @@ def score(predictions: dict[str, str], references: dict[str, list[str]], metrics
 
 
 def evaluate_test(model: CoraModelLike, splits: Any, ctx: Any) -> dict[str, Any] | None:
-    """predictions.jsonl, references.jsonl and scores.json on the test split."""
+    """predictions.jsonl, references.jsonl and scores.json on the test split: the trained
+    model and the controls of ``eval.controls``. Every rank captions its shard (``predict``);
+    rank 0 scores and writes, and returns the scores (None elsewhere)."""
     items = list(splits.test)
     rd = ctx.rd
     if not items:
@@ -120,13 +135,17 @@ def evaluate_test(model: CoraModelLike, splits: Any, ctx: Any) -> dict[str, Any]
     refs = {i["id"]: list(i["references"]) for i in items}
     rd.write_jsonl(rd.references, [{"id": k, "references": v} for k, v in refs.items()])
     scores: dict[str, Any] = {"split": "test", "num_items": len(items)}
-    for cond in CONDITIONS:
+    for cond in ("panorama", *ctx.config.eval.controls):
         preds = predict(model, items, ctx, cond)
+        if preds is None:  # not rank 0: its shard went to rank 0
+            continue
         if cond == "panorama":
             rd.write_jsonl(rd.predictions, [{"id": k, "prediction": v} for k, v in preds.items()])
         else:
             rd.write_jsonl(rd.root / f"predictions_{cond}.jsonl", [{"id": k, "prediction": v} for k, v in preds.items()])
         scores[cond] = score(preds, refs, ctx.config.eval.metrics)
+    if not getattr(ctx, "dist", dist_utils.DistInfo()).is_main:
+        return None
     rd.write_json(rd.scores, scores)
     return scores
 
@@ -140,7 +159,7 @@ def _fmt(v: Any) -> str:
 
 
 def write_summary(rd: Any, config: Any, result: Any, splits: Any, plugins: dict[str, Any]) -> None:
-    """``summary.md``: stages, diagnostics before/after, scores vs the two controls."""
+    """``summary.md``: stages, diagnostics before/after, scores vs the controls."""
     m = config.model
     lines = [
         f"# Run {rd.root.name}", "",
@@ -164,17 +183,22 @@ def write_summary(rd: Any, config: Any, result: Any, splits: Any, plugins: dict[
             lines.append(f"\nadj_cos {verdict}: {_fmt(before['adj_cos'])} -> {_fmt(after['adj_cos'])}.")
     sc = result.scores
     if sc:
+        conds = [c for c in CONDITIONS if c in sc]
         metric_keys = [k for k in sc["panorama"] if k != "unavailable"]
         lines += ["", f"## Test split ({sc['num_items']} items)", "",
-                  "| metric | trained | blank panorama | shuffled panoramas |", "|---|---:|---:|---:|"]
+                  "| metric | " + " | ".join(CONDITION_LABELS[c] for c in conds) + " |",
+                  "|---|" + "---:|" * len(conds)]
         for key in metric_keys:
-            lines.append(f"| {key} | " + " | ".join(_fmt(sc[c].get(key)) for c in CONDITIONS) + " |")
+            lines.append(f"| {key} | " + " | ".join(_fmt(sc[c].get(key)) for c in conds) + " |")
         for key, why in sc["panorama"].get("unavailable", {}).items():
             lines.append(f"\n{key}: {why}")
-        cider = [sc[c].get("cider") for c in CONDITIONS]
-        if all(isinstance(v, float) for v in cider):
-            ok = cider[0] > cider[1] and cider[0] > cider[2]
-            lines.append(f"\nCIDEr trained {cider[0]:.4f} vs blank {cider[1]:.4f} vs shuffled {cider[2]:.4f}:"
+        cider = {c: sc[c].get("cider") for c in conds}
+        if len(conds) == 1:
+            lines.append("\nNo controls were evaluated (eval.controls is empty): nothing shows the model uses the panorama.")
+        elif all(isinstance(v, float) for v in cider.values()):
+            ok = all(cider["panorama"] > v for c, v in cider.items() if c != "panorama")
+            versus = " vs ".join(f"{c} {v:.4f}" for c, v in cider.items() if c != "panorama")
+            lines.append(f"\nCIDEr trained {cider['panorama']:.4f} vs {versus}:"
                          f" the model {'uses' if ok else 'does NOT clearly use'} the panorama.")
     elif splits.notes:
         lines += ["", "## Test split", ""] + [f"- {n}" for n in splits.notes]
