@@ -220,8 +220,10 @@ def measure_stage(model: Any, stage: int, device: torch.device, precision: str, 
     return row
 
 
-def _device_time(event: Any) -> float:
-    for attr in ("self_device_time_total", "self_cuda_time_total", "self_cpu_time_total"):
+def _device_time(event: Any, cuda: bool = True) -> float:
+    """Self time of a profiler event on the device (CUDA) or, on a CPU run, on the CPU."""
+    attrs = ("self_device_time_total", "self_cuda_time_total") if cuda else ("self_cpu_time_total",)
+    for attr in attrs:
         value = getattr(event, attr, None)
         if value is not None:
             return float(value)
@@ -240,12 +242,14 @@ def profile_steps(full_step: Callable[[], None], device: torch.device, steps: in
             full_step()
         sync(device)
     wall_us = (time.perf_counter() - t0) * 1e6
-    events = sorted(prof.key_averages(), key=_device_time, reverse=True)
+    cuda = device.type == "cuda"
+    events = sorted(prof.key_averages(), key=lambda e: _device_time(e, cuda), reverse=True)
     kernel_us = sum(_device_time(e) for e in events if "CUDA" in str(getattr(e, "device_type", "")))
-    top = [{"op": e.key[:60], "calls": e.count, "device_ms": round(_device_time(e) / 1e3, 2)} for e in events[:12]]
+    top = [{"op": e.key[:60], "calls": e.count, "device_ms": round(_device_time(e, cuda) / 1e3, 2)}
+           for e in events[:12]]
     busy = kernel_us / wall_us if device.type == "cuda" else None
     launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
-    say("    profile (top ops by device time):")
+    say(f"    profile (top ops by {'GPU' if cuda else 'CPU'} self time):")
     for t in top:
         say(f"      {t['device_ms']:>10.2f} ms  {t['calls']:>7}x  {t['op']}")
     if busy is not None:
@@ -295,15 +299,18 @@ def section_explain(args: argparse.Namespace, device: torch.device, guard: Guard
     sys.path.insert(0, str(HERE))
     from scan_launches import OpCounter
 
-    views = (18, 9) if args.preset == "paper" else (4, 2)
+    # the seed config on the GPU; on the CPU smoke a small bimamba (same code path)
+    small = {"in_dim": 64, "out_dim": 64, "hidden_dim": 64, "num_layers": 1, "d_state": 8}
+    kw, views = ({}, (18, 9)) if args.preset == "paper" else (small, (2, 1))
+    width = kw.get("in_dim", 1152)
     out: dict[str, Any] = {}
     torch.manual_seed(0)
-    model = cora_kit.create("resampler", "bimamba", backend="torch").to(device)
+    model = cora_kit.create("resampler", "bimamba", backend="torch", **kw).to(device)
     for n in views:
-        x = torch.randn(n, 256, 1152, device=device, requires_grad=True)
+        x = torch.randn(n, 256, width, device=device, requires_grad=True)
         with torch.device("meta"):
-            meta = cora_kit.create("resampler", "bimamba", backend="torch")
-            xm = torch.randn(n, 256, 1152, requires_grad=True)
+            meta = cora_kit.create("resampler", "bimamba", backend="torch", **kw)
+            xm = torch.randn(n, 256, width, requires_grad=True)
         counter = OpCounter()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # every op on this thread, where the (thread-local) mode sees it
@@ -321,7 +328,7 @@ def section_explain(args: argparse.Namespace, device: torch.device, guard: Guard
         out[f"scan_fwd_bwd_{n}_s"] = round(seconds, 3)
         out[f"scan_kernels_{n}"] = counter.kernels
         out[f"us_per_kernel_{n}"] = round(seconds / counter.kernels * 1e6, 2)
-        say(f"explain: torch scan fwd+bwd [{n},256,1152] fp32: {seconds:.3f} s, {counter.kernels:,} kernel ops,"
+        say(f"explain: torch scan fwd+bwd [{n},256,{width}] fp32: {seconds:.3f} s, {counter.kernels:,} kernel ops,"
             f" {seconds / counter.kernels * 1e6:.1f} us per op")
         if not guard.fits(60):
             break
@@ -342,8 +349,8 @@ def section_explain(args: argparse.Namespace, device: torch.device, guard: Guard
             mamba_block.selective_scan = old.selective_scan
             try:
                 torch.manual_seed(0)
-                model = cora_kit.create("resampler", "bimamba", backend="torch", chunk=16).to(device)
-                x = torch.randn(n, 256, 1152, device=device, requires_grad=True)
+                model = cora_kit.create("resampler", "bimamba", backend="torch", chunk=16, **kw).to(device)
+                x = torch.randn(n, 256, width, device=device, requires_grad=True)
                 model(x[:1], (16, 16)).square().mean().backward()
                 sync(device)
                 t0 = time.perf_counter()
@@ -352,7 +359,7 @@ def section_explain(args: argparse.Namespace, device: torch.device, guard: Guard
                 out[f"old_scan_fwd_bwd_{n}_s"] = round(time.perf_counter() - t0, 3)
             finally:
                 mamba_block.selective_scan = original
-            say(f"explain: scan as of {args.old_scan_rev} (4 views per group, 16-step chunks) fwd+bwd [{n},256,1152]:"
+            say(f"explain: scan as of {args.old_scan_rev} (4 views per group, 16-step chunks) fwd+bwd [{n},256,{width}]:"
                 f" {out[f'old_scan_fwd_bwd_{n}_s']} s")
             del model
     if guard.fits(120):  # model_step.py's Stage-1 region at batch 1, fp32, torch scan forced
