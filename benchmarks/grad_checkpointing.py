@@ -125,10 +125,7 @@ def main() -> None:
 
         def set_llm(enabled: bool) -> None:
             llm.set_gradient_checkpointing(enabled)
-            if stage == 2 and enabled:
-                from cora_kit.pipeline import _checkpoint_while_frozen
-
-                _checkpoint_while_frozen(llm)
+            llm.train(stage == 3)  # the frozen Stage-2 LM stays in eval mode, checkpointed all the same
 
         res = {e: _measure(llm, llm_fn, e, set_llm, reps) for e in (False, True)}
         label = "qwen3 decoder, frozen (Stage 2)" if stage == 2 else "qwen3 decoder + LoRA r32 (Stage 3)"

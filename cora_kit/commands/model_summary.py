@@ -67,15 +67,6 @@ def _checkpointed(per_layer: float, layers: int) -> float:
     return layers * ACT_CHECKPOINTED_LAYER + per_layer if layers else 0.0
 
 
-def _resampler_layers(model: Any) -> int:
-    """Layers ``set_gradient_checkpointing`` would wrap in the resampler (0: none)."""
-    from torch import nn
-
-    names = getattr(model.resampler, "checkpoint_layer_lists", ())
-    return sum(len(getattr(model.resampler, n)) for n in names
-               if isinstance(getattr(model.resampler, n, None), nn.ModuleList | nn.Sequential))
-
-
 def memory_estimate(model: Any, stage: int, batch_size: int, act_bytes: int = 4,
                     checkpointing: bool = False) -> dict[str, float]:
     """Training memory (GiB) of one step at ``batch_size``: fp32 weights + fp32 grads and
@@ -95,7 +86,7 @@ def memory_estimate(model: Any, stage: int, batch_size: int, act_bytes: int = 4,
     acts = 0.0
     if stage in (1, 2):
         coef = float(ACT_RESAMPLER)
-        n_res = _resampler_layers(model)
+        n_res = len(model.resampler.checkpoint_layers())
         if checkpointing and n_res:
             coef = _checkpointed(ACT_RESAMPLER / n_res, n_res)
         acts += coef * batch_size * V * P * cfg.model.latent_dim * act_bytes
@@ -105,13 +96,13 @@ def memory_estimate(model: Any, stage: int, batch_size: int, act_bytes: int = 4,
         coef = _checkpointed(ACT_ENCODER_BLOCK, k) if checkpointing else ACT_ENCODER_BLOCK * k
         acts += coef * batch_size * V * enc.grid[0] * enc.grid[1] * enc.hidden_size * act_bytes
     else:
-        lm_cfg = model.llm.model.config
+        llm = model.llm
         L = model.projector.num_tokens + cfg.model.llm.max_text_tokens
         per_layer = ACT_LLM_LAYER + (ACT_LORA_LAYER if stage == 3 else 0)
-        n = lm_cfg.num_hidden_layers
+        n = llm.num_layers
         coef = _checkpointed(per_layer, n) if checkpointing else per_layer * n
-        acts += coef * batch_size * L * lm_cfg.hidden_size * act_bytes
-        acts += ACT_LOGITS * batch_size * L * lm_cfg.vocab_size * 4
+        acts += coef * batch_size * L * llm.hidden_size * act_bytes
+        acts += ACT_LOGITS * batch_size * L * llm.vocab_size * 4
     return {
         "weights": weights / GIB,
         "grads_and_optimizer": optim / GIB,
@@ -145,13 +136,7 @@ def model_summary(config: CoraConfig, batch_size: int = 1, dtype: str = "fp32") 
         for name in COMPONENTS:
             components[name]["trainable"][f"stage{stage}"] = per[name]
         trainable[f"stage{stage}"] = sum(per.values())
-    head = getattr(getattr(model.encoder, "_tower", None), "head", None)
-    notes = []
-    if head is not None:
-        notes.append(
-            f"encoder includes the checkpoint's attention-pooling head ({_count(head.parameters()):,} params),"
-            " kept for loading but never run (CORA uses patch tokens)"
-        )
+    notes = list(model.encoder.summary_notes())
     act_bytes = 4 if dtype == "fp32" else 2
     gc = bool(config.model.gradient_checkpointing)
     return {

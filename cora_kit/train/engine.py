@@ -258,13 +258,14 @@ def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[di
                 optim.step()
                 sched.step()
                 step += 1
-                logs = dist_utils.mean_over_ranks(logs, ctx.dist)  # the whole effective batch
                 window.append(logs["loss"])
                 metrics = {**logs, "lr": lr, **({"grad_norm": grad_norm} if grad_norm is not None else {})}
+                logged = step % cfg.log_every == 0 or step == total
+                if logged:  # what is logged covers the whole effective batch: averaged over ranks
+                    metrics = dist_utils.mean_over_ranks({**metrics, "loss_mean": sum(window) / len(window)}, ctx.dist)
                 bar.update(step, n_items * ctx.dist.world_size, metrics)
-                if step % cfg.log_every == 0 or step == total:
-                    row = {"stage": stage, "step": step, "epoch": epoch, **metrics,
-                           "loss_mean": sum(window) / len(window), "samples_per_s": bar.throughput()}
+                if logged:
+                    row = {"stage": stage, "step": step, "epoch": epoch, **metrics, "samples_per_s": bar.throughput()}
                     window.clear()
                     ctx.rd.log_metrics(row)
                     ctx.trackers.log(row)
