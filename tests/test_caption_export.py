@@ -272,8 +272,10 @@ def test_caption_and_eval_run_under_bf16_autocast_when_asked(tiny_run: Path) -> 
         assert len(rows16) == len(rows32) == 2
         seen.clear()
         config = model.config.model_copy(update={"precision": "bf16"})
+        from cora_kit.train.distributed import DistInfo
+
         ctx = SimpleNamespace(config=config, cache_dir=tiny_run.parent / ".feature-cache",
-                              device=torch.device("cpu"), cache_stats={})
+                              device=torch.device("cpu"), cache_stats={}, dist=DistInfo())
         items = list(load_splits(config).test)[:2]
         preds = report.predict(model, items, ctx, "panorama")
         assert set(preds) == {i["id"] for i in items} and set(seen) == {torch.bfloat16}

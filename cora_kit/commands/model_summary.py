@@ -208,7 +208,7 @@ def model_summary_command(
     console.print(f"gradient checkpointing (model.gradient_checkpointing={str(gc).lower()}) recomputes the"
                   " encoder, resampler and LLM layers in backward: same gradients, ~1.2-1.5x step time.", highlight=False)
     for note in summary["notes"]:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ import torch
 
 from cora_kit.device import autocast
 from cora_kit.train import distributed as dist_utils
+from cora_kit.train.context import RunContext
 from cora_kit.train.protocol import CoraModelLike
 from cora_kit.train.stages import FeatureProvider, stage1_views
 
@@ -27,7 +28,7 @@ def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 
 @torch.no_grad()
-def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any) -> dict[str, Any]:
+def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: RunContext) -> dict[str, Any]:
     """Seed's ``val_*`` diagnostics of the overlap head on the tiles of ``items``."""
     from cora_kit.eval.diagnostics import stage1_diagnostics as diagnose
 
@@ -66,7 +67,7 @@ def _derangement(n: int, seed: int) -> list[int]:
 
 @torch.no_grad()
 def predict(
-    model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any, condition: str = "panorama"
+    model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: RunContext, condition: str = "panorama"
 ) -> dict[str, str] | None:
     """Captions for ``items`` with the real panorama, a blank one, or another item's.
 
@@ -75,7 +76,7 @@ def predict(
     control's pairing is drawn over all items first, so it does not depend on the sharding."""
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; one of {CONDITIONS}")
-    info = getattr(ctx, "dist", None) or dist_utils.DistInfo()
+    info = ctx.dist
     ev = ctx.config.eval
     provider = FeatureProvider(
         model, 3, str(ctx.cache_dir), ctx.device, batch_size=ev.batch_size, stats=ctx.cache_stats,
@@ -124,7 +125,7 @@ def score(predictions: dict[str, str], references: dict[str, list[str]], metrics
     return score_fn(predictions, references, list(metrics)).to_json()
 
 
-def evaluate_test(model: CoraModelLike, splits: Any, ctx: Any) -> dict[str, Any] | None:
+def evaluate_test(model: CoraModelLike, splits: Any, ctx: RunContext) -> dict[str, Any] | None:
     """predictions.jsonl, references.jsonl and scores.json on the test split: the trained
     model and the controls of ``eval.controls``. Every rank captions its shard (``predict``);
     rank 0 scores and writes, and returns the scores (None elsewhere)."""
@@ -144,7 +145,7 @@ def evaluate_test(model: CoraModelLike, splits: Any, ctx: Any) -> dict[str, Any]
         else:
             rd.write_jsonl(rd.root / f"predictions_{cond}.jsonl", [{"id": k, "prediction": v} for k, v in preds.items()])
         scores[cond] = score(preds, refs, ctx.config.eval.metrics)
-    if not getattr(ctx, "dist", dist_utils.DistInfo()).is_main:
+    if not ctx.dist.is_main:
         return None
     rd.write_json(rd.scores, scores)
     return scores
