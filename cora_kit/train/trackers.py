@@ -193,7 +193,6 @@ class MlflowTracker:
     def __init__(self, run_dir: Path, config: Mapping[str, Any], project: str, tracking_uri: str | None) -> None:
         import logging
 
-        import mlflow
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("alembic").setLevel(logging.WARNING)  # no schema-migration chatter
@@ -209,7 +208,6 @@ class MlflowTracker:
             raise TrackerError(
                 f"mlflow could not start a run at {uri} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
             ) from None
-        self.mlflow = mlflow
         params = flatten(config)
         from mlflow.entities import Param
 
