@@ -15,7 +15,7 @@ from rich.console import Console
 
 from cora_kit.errors import CoraKitError
 
-COMMAND_MODULES: tuple[str, ...] = ("plugins", "config", "check_plugin", "new_plugin", "data", "eval", "bench", "run", "tile", "model_summary", "caption", "export")
+COMMAND_MODULES: tuple[str, ...] = ("plugins", "config", "check_plugin", "new_plugin", "data", "eval", "bench", "run", "tile", "model_summary", "caption", "export", "serve")
 
 app = typer.Typer(
     name="cora-kit",
