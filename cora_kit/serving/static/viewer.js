@@ -205,16 +205,17 @@ class PanoViewer {
     return [(x + 1) * W / 2, (1 - y) * H / 2];
   }
 
-  _polyline(ctx, points, b, tx, ty, closed) {
-    let open = false;
+  _polyline(ctx, points, b, tx, ty, closed, fill) {
+    let open = false, complete = true;
     const pts = closed ? points.concat([points[0]]) : points;
     ctx.beginPath();
     for (const [lon, lat] of pts) {
       const p = this.project(lon, lat, b, tx, ty);
-      if (!p) { open = false; continue; }
+      if (!p) { open = false; complete = false; continue; }
       if (open) ctx.lineTo(p[0], p[1]); else ctx.moveTo(p[0], p[1]);
       open = true;
     }
+    if (fill && complete) ctx.fill();
     ctx.stroke();
   }
 
@@ -250,8 +251,9 @@ class PanoViewer {
         for (const p of m.patches) {
           const hue = Math.round(360 * (k++) / total);
           ctx.strokeStyle = `hsl(${hue} 95% 55%)`;
+          ctx.fillStyle = `hsl(${hue} 95% 55% / 0.22)`;
           ctx.setLineDash([]);
-          this._polyline(ctx, p.src_cell, b, tx, ty, true);
+          this._polyline(ctx, p.src_cell, b, tx, ty, true, true);
           ctx.setLineDash([4 * dpr, 3 * dpr]);
           this._polyline(ctx, p.dst_cell, b, tx, ty, true);
           ctx.setLineDash([]);
