@@ -1,7 +1,8 @@
 """Headless Chromium for the page and report tests (playwright driving the system browser).
 
 The browser is Debian's ``chromium`` (``.ci/run`` installs it); ``CORA_KIT_CHROMIUM``
-names another executable. Without one, the browser tests skip saying so. WebGL runs on
+names another executable. Without one, the browser tests skip saying so (and fail under
+``CI``, where ``.ci/run`` installs it). WebGL runs on
 SwiftShader (software), so the 360-degree view renders on machines without a GPU.
 Screenshots go to ``$CORA_KIT_TEST_ARTIFACTS`` (default ``test-artifacts/`` in the repo).
 """
@@ -39,7 +40,10 @@ def browser() -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
     exe = chromium_path()
     if exe is None:
-        pytest.skip("no Chromium found (apt-get install chromium, or set CORA_KIT_CHROMIUM)")
+        reason = "no Chromium found (apt-get install chromium, or set CORA_KIT_CHROMIUM)"
+        if os.environ.get("CI"):  # .ci/run installs it: a CI without it must not pass silently
+            pytest.fail(reason)
+        pytest.skip(reason)
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
         try:
