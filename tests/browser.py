@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,12 @@ def artifacts_dir() -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """A headless Chromium (session-wide); skips when none is installed."""
+@contextmanager
+def launched_browser() -> Iterator[Any]:
+    """A headless Chromium (playwright's sync API); skips (fails under CI) when none is installed.
+
+    Used by the ``browser`` fixture of tests/conftest.py with module scope: playwright's sync
+    API holds an event loop while it runs, so it is closed before other modules run asyncio."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
     exe = chromium_path()
     if exe is None:
@@ -52,8 +56,8 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+@contextmanager
+def new_page(browser: Any) -> Iterator[Any]:
     """A fresh page (1280x720); console errors and page errors are collected in ``page.errors``."""
     context = browser.new_context(viewport={"width": 1280, "height": 720})
     pg = context.new_page()

@@ -73,3 +73,24 @@ def tiny_trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = root / "runs" / "tiny"
     run(resolve_config("tiny", None, sets), out, model_factory=CoraModel.from_config, progress=False)
     return out
+
+
+# --- a real headless browser (tests/browser.py) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """Headless Chromium for one test module (skips without one; see tests/browser.py)."""
+    from browser import launched_browser
+
+    with launched_browser() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser) -> Iterator:  # noqa: ANN001
+    """A fresh 1280x720 page; ``page.errors`` collects console and page errors."""
+    from browser import new_page
+
+    with new_page(browser) as pg:
+        yield pg

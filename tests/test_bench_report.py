@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from browser import artifacts_dir, browser, page  # noqa: F401  (fixtures)
+from browser import artifacts_dir
 from cora_kit.bench.html_report import build_report
 from cora_kit.cli import main
 from cora_kit.registry import REGISTRY

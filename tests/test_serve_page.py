@@ -14,7 +14,7 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="cora-kit serve needs the serve extra: pip install -e '.[serve]'")
 
-from browser import artifacts_dir, browser, page  # noqa: E402,F401  (fixtures)
+from browser import artifacts_dir  # noqa: E402
 
 from cora_kit.serving import Captioner  # noqa: E402
 from cora_kit.serving.server import ServeSettings, background_server, create_app  # noqa: E402

@@ -37,6 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 
+from cora_kit import __version__
 from cora_kit.serving.batcher import Batcher, QueueFull
 from cora_kit.serving.uploads import DEFAULT_MAX_PIXELS, UploadLimits, UploadRejected, decode_upload
 from cora_kit.serving.viewer_geometry import MAX_GRID, layout_geometry
@@ -146,8 +147,7 @@ def create_app(captioner: Any, settings: ServeSettings | None = None) -> FastAPI
         finally:
             await batcher.stop()
 
-    app = FastAPI(title="cora-kit", version=str(model_info.get("cora_kit", "")) or "0", lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(title="cora-kit", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher = batcher
     app.state.settings = settings
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + FORM_OVERHEAD)

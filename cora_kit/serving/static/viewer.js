@@ -251,7 +251,7 @@ class PanoViewer {
         for (const p of m.patches) {
           const hue = Math.round(360 * (k++) / total);
           ctx.strokeStyle = `hsl(${hue} 95% 55%)`;
-          ctx.fillStyle = `hsl(${hue} 95% 55% / 0.22)`;
+          ctx.fillStyle = `hsl(${hue} 95% 55% / 0.1)`;
           ctx.setLineDash([]);
           this._polyline(ctx, p.src_cell, b, tx, ty, true, true);
           ctx.setLineDash([4 * dpr, 3 * dpr]);
