@@ -18,6 +18,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -81,7 +82,7 @@ def caption(
            else serving.Captioner.from_export(model, device=device, **options))
     err = Console(stderr=True)
     for note in cap.info.notes:
-        err.print(f"note: {note}", highlight=False)
+        err.print(f"note: {note}", highlight=False, markup=False)
     show_bar = progress and (queries is not None or any(Path(p).is_dir() for p in images))
     if show_bar:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -96,20 +97,21 @@ def caption(
     if out is not None:
         _write_jsonl(out, rows)
     one_query = len(set(asked)) == 1
-    table = Table(title=f"query: {asked[0]}" if one_query else None, title_justify="left")
+    table = Table(title=f"query: {escape(asked[0])}" if one_query else None, title_justify="left")
     table.add_column("image", overflow="fold")
     if not one_query:
         table.add_column("query", overflow="fold")
     table.add_column("caption", overflow="fold")
     for r in results:
-        cells = [r.image or "", *([] if one_query else [r.query]), r.caption or "[dim](empty)[/]"]
+        cells = [escape(r.image or ""), *([] if one_query else [escape(r.query)]),
+                 escape(r.caption) if r.caption else "[dim](empty)[/]"]
         table.add_row(*cells)
     Console().print(table)
     total = sum(r.seconds for r in results)
     err.print(f"{len(results)} caption(s) in {total:.2f} s on {cap.device} ({cap.describe()['precision']})",
-              highlight=False)
+              highlight=False, markup=False)
     if out is not None:
-        err.print(f"wrote {len(rows)} captions to {out}", highlight=False)
+        err.print(f"wrote {len(rows)} captions to {out}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:
