@@ -18,7 +18,7 @@ from cora_kit.errors import CoraKitError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "plugins", "config", "check_plugin", "new_plugin", "data", "eval", "bench", "run", "tile", "model_summary",
-    "caption", "export", "cache",
+    "caption", "export", "serve", "cache",
 )
 
 app = typer.Typer(

@@ -138,6 +138,7 @@ def test_caption_run_then_model_gives_identical_captions(
     rows_b = [json.loads(x) for x in b.read_text().splitlines()]
     expected = [str(one)] + [str(p) for p in sorted(images.glob("*.png"))]
     assert [r["image"] for r in rows_a] == expected
+    assert all(r.pop("seconds") > 0 for r in rows_a + rows_b)  # per-caption share of its batch's time
     assert rows_a == rows_b
     assert all(r["query"] == "what is above the horizon?" for r in rows_a)
     assert "caption" in capsys.readouterr().out

@@ -3,6 +3,7 @@
     cora-kit bench --resamplers mlp,bimamba --losses none,densecl --seeds 3 [--preset tiny]
     cora-kit bench configs/experiments/paper-resamplers.yaml
     cora-kit bench merge bench/NAME
+    cora-kit bench report bench/NAME          # bench/NAME/report.html (cora_kit.bench.html_report)
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _versions() -> dict[str, Any]:
 
 
 def bench(
-    args: list[str] = typer.Argument(None, help="EXPERIMENT.yaml, or 'merge BENCH_DIR'."),
+    args: list[str] = typer.Argument(None, help="EXPERIMENT.yaml, 'merge BENCH_DIR' or 'report BENCH_DIR'."),
     resamplers: str = typer.Option(None, "--resamplers", help="Comma-separated resampler names."),
     losses: str = typer.Option(None, "--losses", help="Comma-separated overlap loss names."),
     tilers: str = typer.Option(None, "--tilers", help="Comma-separated tilers: adds the tiler axis."),
@@ -87,6 +88,13 @@ def bench(
         if len(args) != 2:
             raise ConfigError("usage: cora-kit bench merge BENCH_DIR")
         merge(Path(args[1]), baseline=baseline, console=console)
+        return
+    if args and args[0] == "report":
+        if len(args) != 2:
+            raise ConfigError("usage: cora-kit bench report BENCH_DIR")
+        from cora_kit.bench.html_report import write_report
+
+        console.print(f"wrote {write_report(Path(args[1]))}", highlight=False)
         return
     if len(args) > 1:
         raise ConfigError(f"unexpected arguments: {' '.join(args[1:])}")
