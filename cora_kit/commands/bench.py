@@ -4,6 +4,7 @@
     cora-kit bench --losses vicreg:variant=batchwise,vicreg:variant=pairwise --resamplers bimamba
     cora-kit bench configs/experiments/paper-resamplers.yaml
     cora-kit bench merge bench/A [bench/B ...] [--out OUT] [--baseline R:L]
+    cora-kit bench report bench/NAME          # bench/NAME/report.html (cora_kit.bench.html_report)
 
 ``bench`` is a command group whose default command is ``run`` (``cora-kit bench ARGS`` is
 ``cora-kit bench run ARGS`` unless ARGS starts with a sub-command name).
@@ -76,6 +77,9 @@ def bench_run(
     loss_opt: list[str] = typer.Option([], "--loss-opt", help="k=v for every loss."),
     overrides: list[str] = typer.Option([], "--set", help="key.path=value for every cell."),
     no_shared_cache: bool = typer.Option(False, "--no-shared-cache", help="Cache per cell (for comparison)."),
+    logger: list[str] = typer.Option(
+        [], "--logger", help="Tracker for every cell besides metrics.jsonl: tensorboard, wandb, mlflow (repeatable)."
+    ),
 ) -> None:
     """Run an ablation grid (every cell a normal run) and write table.{csv,md,tex,json} + plot.png.
 
@@ -89,6 +93,7 @@ def bench_run(
         experiment, resamplers=resamplers, losses=losses, tilers=tilers, seeds=seeds, preset=preset,
         config=config, data=data, stages=stages, protocol=protocol, resampler_opt=resampler_opt,
         loss_opt=loss_opt, overrides=overrides, shared_cache=not no_shared_cache, baseline=baseline,
+        logger=logger,
     )
     if shard:
         from cora_kit.bench.grid import parse_shard, shard_cells
@@ -127,7 +132,7 @@ class _Grid:
 def _plan(experiment: Path | None, *, resamplers: str | None, losses: str | None, tilers: str | None,
           seeds: int | None, preset: str | None, config: Path | None, data: str | None,
           stages: str | None, protocol: str | None, resampler_opt: list[str], loss_opt: list[str],
-          overrides: list[str], shared_cache: bool, baseline: str | None) -> _Grid:
+          overrides: list[str], shared_cache: bool, baseline: str | None, logger: list[str]) -> _Grid:
     """The grid from the flags and the experiment file, every cell and the baseline checked
     (ConfigError before any work), and what bench.json records."""
     from cora_kit.bench.baseline import resolve_baseline
@@ -149,12 +154,17 @@ def _plan(experiment: Path | None, *, resamplers: str | None, losses: str | None
     if protocol is not None and protocol not in ("grouped", "paper"):
         raise ConfigError(f"--protocol must be grouped or paper; got {protocol!r}")
     cells = build_grid(res_list, loss_list, n_seeds, tiler_list)
+    typed: dict[str, Any] = {"eval": {"protocol": protocol}} if protocol else {}
+    if logger:
+        from cora_kit.commands.run import parse_loggers
+
+        typed["logging"] = {"loggers": parse_loggers(logger), "group": exp.name if exp else "grid"}
     spec = BenchSpec(
         cells=cells,
         preset=preset or (exp.preset if exp else None),
         config_file=str(config) if config else None,
         overrides=list(overrides),
-        extra={"eval": {"protocol": protocol}} if protocol else {},
+        extra=typed,
         layers=[exp.config_layer()] if exp else [],
         data=data,
         stages=stage_list,
@@ -197,6 +207,18 @@ def bench_merge(
     if missing:
         raise ConfigError(f"bench merge: no such folder: {missing[0]}")
     merge(list(bench_dirs), out=out, baseline=baseline, console=Console())
+
+
+@app.command("report")
+def bench_report(
+    bench_dir: Path = typer.Argument(..., metavar="DIR", help="A bench folder with finished cells."),
+) -> None:
+    """Write DIR/report.html: the table, the plot, and the test items with every cell's prediction."""
+    from cora_kit.bench.html_report import write_report
+
+    if not bench_dir.is_dir():
+        raise ConfigError(f"bench report: no such folder: {bench_dir}")
+    Console().print(f"wrote {write_report(bench_dir)}", highlight=False)
 
 
 def register(root: typer.Typer) -> None:

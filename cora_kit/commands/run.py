@@ -25,6 +25,17 @@ def parse_stages(text: str) -> tuple[int, ...]:
     return stages
 
 
+def parse_loggers(values: list[str]) -> list[str]:
+    """``["tensorboard,wandb", "mlflow"]`` -> ``["jsonl", "tensorboard", "wandb", "mlflow"]``."""
+    from cora_kit.train.trackers import LOGGERS
+
+    names = [v.strip() for text in values for v in text.split(",") if v.strip()]
+    for name in names:
+        if name not in LOGGERS:
+            raise ConfigError(f"--logger {name!r}: choose from {', '.join(LOGGERS)}")
+    return list(dict.fromkeys(["jsonl", *names]))
+
+
 def default_name(resampler: str, loss: str, seed: int) -> str:
     """``<resampler>-<loss>-s<seed>``; a ``dist:name`` becomes ``dist+name`` (``folder_name``)."""
     from cora_kit.plugin_options import folder_name
@@ -51,6 +62,11 @@ def run(
     overrides: list[str] = typer.Option([], "--set", help="Config override key.path=value (repeatable)."),
     feature_cache: Path = typer.Option(None, "--feature-cache", help="Feature cache folder (default: <out>/.feature-cache)."),
     plain: bool = typer.Option(False, "--plain", help="Plain log lines instead of progress bars."),
+    logger: list[str] = typer.Option(
+        [], "--logger",
+        help="Experiment tracker besides metrics.jsonl (always written): jsonl, tensorboard, wandb, mlflow;"
+        " repeatable or comma-separated.",
+    ),
     batch_size: str = typer.Option(
         None, "--batch-size",
         help="'auto': per stage, the largest micro-batch that fits; the effective batch is kept by accumulation.",
@@ -89,6 +105,8 @@ def run(
                 f"--batch-size takes 'auto'; got {batch_size!r} (set a stage's batch with --set stages.stage2.batch_size=N)"
             )
         extra["auto_batch"] = True
+    if logger:
+        extra["logging"] = {"loggers": parse_loggers(logger)}
     cfg = resolve_config(preset, config, overrides, extra=extra, plugin_options=plugin_options)
     validate_plugin_choices(cfg)
     if from_run is not None and not from_run.is_dir():
