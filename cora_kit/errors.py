@@ -42,3 +42,12 @@ class MissingWeightsError(CoraKitError, FileNotFoundError):
 
 class CheckpointError(CoraKitError, RuntimeError):
     """A checkpoint is missing, truncated or does not match the model."""
+
+
+class StorageError(CoraKitError):
+    """Writing failed for a reason outside cora-kit (disk full, permission denied,
+    read-only file system); the message names the path. Nothing already written is lost."""
+
+
+class RunLockedError(CoraKitError):
+    """Another process holds the run folder's lock; the message names it (pid, host)."""

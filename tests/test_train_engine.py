@@ -75,7 +75,8 @@ def test_resume_after_interrupt_gives_same_final_weights(tmp_path: Path, stop_st
         _run(tmp_path, "cut", evaluate=False, on_step=interrupt)
     cut = tmp_path / "cut" / f"stage{stop_stage}"
     assert ckpt.has_checkpoint(cut) and not ckpt.is_done(cut)
-    assert ckpt.load_resume_state(cut / "last.state.pt")["step"] == stop_step
+    ref = ckpt.find_checkpoint(cut)
+    assert ref.step == stop_step and ckpt.load_checkpoint(cut)[1]["step"] == stop_step
     _run(tmp_path, "cut", evaluate=False, resume=True)
     for k in (1, 2, 3):
         a = load_file(str(tmp_path / "full" / f"stage{k}" / "model.safetensors"))

@@ -33,6 +33,14 @@ def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
     os.replace(tmp, path)
 
 
+def warn_remote_code(err: Console, folder: Path | None) -> None:
+    """The warning printed whenever --trust-remote-code is given."""
+    err.print(
+        f"warning: --trust-remote-code: Python files in {folder} may run with your permissions;"
+        " use it only for model folders you trust", highlight=False, soft_wrap=True,
+    )
+
+
 def caption(
     images: list[Path] = typer.Argument(..., help="Panorama files (2:1 ERP) or folders of them."),
     run: Path = typer.Option(None, "--run", help="Trained run folder (runs/NAME)."),
@@ -49,6 +57,11 @@ def caption(
     from_runs: list[Path] = typer.Option([], "--from", help="Run folder holding earlier stages (runs trained with --from)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar for folder arguments."),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code",
+        help="Let transformers run Python files shipped in the model folder (only for folders you trust;"
+        " a folder's own config never enables this).",
+    ),
 ) -> None:
     """Caption panoramas with a trained run (--run) or an exported model (--model)."""
     from cora_kit import serving
@@ -58,8 +71,12 @@ def caption(
     for f in files:
         serving.check_panorama(f)
     _quiet_transformers()
-    net, info = serving.load_model(run=run, model_dir=model, device=device, sources=from_runs)
     err = Console(stderr=True)
+    if trust_remote_code:
+        warn_remote_code(err, run or model)
+    net, info = serving.load_model(
+        run=run, model_dir=model, device=device, sources=from_runs, trust_remote_code=trust_remote_code
+    )
     for note in info.notes:
         err.print(f"note: {note}", highlight=False)
     show_bar = progress and any(Path(p).is_dir() for p in images)

@@ -26,7 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from cora_kit.train.checkpoint import atomic_write
+from cora_kit.fs import atomic_write
 
 log = logging.getLogger(__name__)
 

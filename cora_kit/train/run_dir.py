@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cora_kit.train.checkpoint import write_text_atomic
+from cora_kit.fs import write_text_atomic
 
 
 def _jsonable(value: Any) -> Any:
