@@ -55,9 +55,13 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
+    """``os.write`` until all of ``data`` is written (blocks of 1 MiB); a write that makes
+    no progress is ENOSPC."""
     view = memoryview(data)
     while view:
         n = os.write(fd, view[:_BLOCK])
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         view = view[n:]
 
 
@@ -127,8 +131,11 @@ def write_file(path: str | Path, data: bytes | memoryview) -> str:
     """Write ``data`` to a new file (inside an ``atomic_dir``); returns its sha256.
     ``OSError`` -> ``StorageError`` naming ``path``."""
     try:
-        with open(path, "wb") as fh:
-            fh.write(data)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise storage_error(exc, path) from None
     return sha256_bytes(data)
@@ -202,9 +209,7 @@ def append_line(path: str | Path, text: str) -> None:
     try:
         start = os.fstat(fd).st_size
         try:
-            n = os.write(fd, data)
-            if n != len(data):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            _write_all(fd, data)  # one write() for any line under 1 MiB
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, start)

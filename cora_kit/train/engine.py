@@ -28,6 +28,7 @@ from cora_kit.errors import CheckpointError, CoraKitError
 from cora_kit.train import checkpoint as ckpt
 from cora_kit.train import distributed as dist_utils
 from cora_kit.train.data import Splits, load_splits
+from cora_kit.train.lock import one_writer
 from cora_kit.train.progress import StageProgress
 from cora_kit.train.protocol import CoraModelLike, ModelFactory
 from cora_kit.train.run_dir import RunDir
@@ -294,6 +295,7 @@ def _load_previous(model: CoraModelLike, before: int, sources: Sequence[Path]) -
     return loaded
 
 
+@one_writer
 def run(
     config: CoraConfig,
     out_dir: str | Path,
