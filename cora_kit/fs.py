@@ -38,10 +38,19 @@ _REASONS = {
 }
 
 
-def storage_error(exc: OSError, path: str | Path, doing: str = "writing") -> StorageError:
-    """One-line ``StorageError`` for an ``OSError`` met while ``doing`` something to ``path``."""
+#: errno values that are the machine's business, not a bug: reported as ``StorageError``
+STORAGE_ERRNOS = frozenset(_REASONS)
+
+
+def storage_error(exc: OSError, path: str | Path | None, doing: str | None = "writing") -> StorageError:
+    """One-line ``StorageError`` for an ``OSError`` met while ``doing`` something to
+    ``path`` (``doing`` None: the error is reported without claims about what was kept)."""
     reason = _REASONS.get(exc.errno or -1) or (exc.strerror or str(exc))
-    return StorageError(f"{reason}: {path} (while {doing}; nothing already written was changed)")
+    where = path if path is not None else (exc.filename or "(path unknown)")
+    if doing is None:
+        return StorageError(f"{reason}: {where}", exc.errno, str(where))
+    return StorageError(f"{reason}: {where} (while {doing}; nothing already written was changed)", exc.errno,
+                        str(where))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -183,6 +192,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise storage_error(exc, final) from None
+    except StorageError as exc:  # name the file where it was going to be, not the temp folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        inside = exc.path is not None and Path(exc.path).is_relative_to(tmp)
+        if not inside or exc.errno is None:
+            raise
+        target = final / Path(exc.path).relative_to(tmp)  # type: ignore[arg-type]
+        raise storage_error(OSError(exc.errno, os.strerror(exc.errno)), target) from None
     except Exception as exc:  # a serialiser's own error type: was the disk full?
         full = not isinstance(exc, CoraKitError) and _disk_full(final.parent)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -249,6 +265,7 @@ def sha256_file(path: str | Path) -> str:
 
 
 __all__ = [
+    "STORAGE_ERRNOS",
     "StorageError",
     "append_line",
     "atomic_dir",

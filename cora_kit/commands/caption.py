@@ -12,7 +12,6 @@ rows ``{"image", "query", "caption"}``. Logic: ``cora_kit.serving``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
@@ -28,9 +27,9 @@ def _quiet_transformers() -> None:
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    from cora_kit.fs import write_text_atomic
+
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def warn_remote_code(err: Console, folder: Path | None) -> None:

@@ -13,7 +13,7 @@ folder. References are grouped per (image, query): every annotation of the same 
 one reference set of one prediction.
 
 Bad rows (empty query or answer, missing/unreadable image, image not 2:1, duplicate or
-malformed row) raise ``DataError("<file>: row <n>: <reason>")`` with ``on_bad_row="error"``
+malformed row, bytes that are not UTF-8) raise ``DataError("<file>: row <n>: <reason>")`` with ``on_bad_row="error"``
 (rows are numbered as lines of the file, the header is row 1); with ``"skip"`` they are
 dropped and counted per reason in ``skipped``. A missing column is always an error.
 Loading only reads files.
@@ -178,12 +178,24 @@ class _ImageChecker:
 
 
 def _open_csv(path: Path):
-    """The CSV opened for ``csv.reader`` (DataError naming the file if unreadable)."""
+    """The CSV opened for ``csv.reader`` (DataError naming the file if unreadable).
+
+    Bytes that are not UTF-8 are kept as surrogate escapes, so one bad byte never costs
+    the rest of a decoding block: ``_bad_bytes`` finds them in the record they belong to."""
     try:
-        f = path.open(newline="", encoding="utf-8-sig")
+        f = path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return f
+
+
+def _bad_bytes(fields: list[str]) -> str | None:
+    """Where the first non-UTF-8 byte of a record is (``None`` if all decode)."""
+    for k, text in enumerate(fields, start=1):
+        for i, ch in enumerate(text):
+            if "\udc80" <= ch <= "\udcff":
+                return f"field {k} is not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x} at character {i + 1})"
+    return None
 
 
 def _header(
@@ -191,11 +203,15 @@ def _header(
 ) -> tuple[str, list[str], dict[str, int]]:
     """The format whose columns the header holds, its columns and their indices."""
     try:
-        header = [h.strip().lower() for h in next(reader)]
+        raw = next(reader)
     except StopIteration:
         raise DataError(f"{path}: row 1: empty file, expected a header") from None
     except (csv.Error, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: row 1: not a readable CSV ({exc})") from None
+    bad = _bad_bytes(raw)
+    if bad:
+        raise DataError(f"{path}: row 1: header {bad}")
+    header = [h.strip().lower() for h in raw]
     for fmt, cols in candidates.items():
         if all(c in header for c in cols):
             return fmt, list(cols), {c: header.index(c) for c in cols}
@@ -220,6 +236,10 @@ def _rows(path: Path, reader, width: int):
             continue
         if not fields or all(not f.strip() for f in fields):
             continue  # blank line
+        bad = _bad_bytes(fields)
+        if bad:
+            yield reader.line_num, _BadRow("not UTF-8", bad)
+            continue
         if len(fields) < width:
             yield reader.line_num, _BadRow("malformed row", f"has {len(fields)} fields, header has {width}")
             continue

@@ -31,7 +31,7 @@ import random
 import re
 import shutil
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,22 +253,51 @@ def discard_incomplete(stage_dir: Path) -> list[Path]:
     return removed
 
 
-def _prune(stage_dir: Path, keep: Path | None) -> None:
-    """Remove every checkpoint (and legacy pair) but ``keep``, and temp leftovers."""
+def _prune(stage_dir: Path, keep: Sequence[Path]) -> None:
+    """Remove every checkpoint (and legacy pair) but those in ``keep``, and temp leftovers."""
     for ref in _complete(stage_dir):
         if ref.legacy:
             (ref.path / LEGACY_WEIGHTS).unlink(missing_ok=True)
             (ref.path / LEGACY_STATE).unlink(missing_ok=True)
-        elif ref.path != keep:
+        elif ref.path not in keep:
             shutil.rmtree(ref.path, ignore_errors=True)
     discard_incomplete(stage_dir)
 
 
+def _first_non_finite(tensors: Mapping[str, Any], prefix: str = "") -> str | None:
+    """Name of the first floating tensor (nested in dicts/lists) holding a NaN or Inf."""
+    for key, value in tensors.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                return name
+        elif isinstance(value, Mapping):
+            found = _first_non_finite(value, name + ".")
+            if found:
+                return found
+        elif isinstance(value, (list, tuple)):
+            found = _first_non_finite(dict(enumerate(value)), name + ".")
+            if found:
+                return found
+    return None
+
+
 def save_checkpoint(stage_dir: Path, weights: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> CheckpointRef:
-    """Write one checkpoint folder atomically (weights, resume state, then the manifest),
-    then remove the older ones. ``state["step"]`` names it."""
+    """Write one checkpoint folder atomically (weights, resume state, then the manifest).
+    ``state["step"]`` names it. The previous checkpoint stays until ``confirm`` (the new
+    one's weights gave a finite loss); older ones are removed.
+
+    Weights or optimizer state holding NaN/Inf are never saved: ``CheckpointError``."""
     step = int(state["step"])
+    bad = _first_non_finite(weights) or _first_non_finite(state.get("optimizer", {}), "optimizer.")
+    if bad is not None:
+        kept = find_checkpoint(stage_dir)
+        raise CheckpointError(
+            f"{stage_dir}: not saving step {step}: {bad} holds NaN/Inf (training diverged);"
+            f" {f'the last good checkpoint is kept: {kept}' if kept else 'no checkpoint was written yet'}"
+        )
     final = checkpoint_dir(stage_dir, step)
+    previous = find_checkpoint(stage_dir)
     w = _weights_bytes(weights, {"step": str(step), "kind": "cora-kit checkpoint"})
     s = _state_bytes(state)
     with atomic_dir(final) as tmp:
@@ -276,8 +305,21 @@ def save_checkpoint(stage_dir: Path, weights: Mapping[str, torch.Tensor], state:
                  STATE: {"sha256": write_file(tmp / STATE, s), "bytes": len(s)}}
         manifest = {"kind": "cora-kit checkpoint", "step": step, "files": files}
         write_file(tmp / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
-    _prune(stage_dir, keep=final)
+    _prune(stage_dir, keep=[final] + ([previous.path] if previous is not None and not previous.legacy else []))
     return CheckpointRef(final, step)
+
+
+def confirm(stage_dir: Path, step: int) -> None:
+    """The checkpoint of ``step`` proved good (its weights gave a finite loss): remove the
+    older ones."""
+    _prune(stage_dir, keep=[checkpoint_dir(stage_dir, step)])
+
+
+def discard(stage_dir: Path, step: int) -> CheckpointRef | None:
+    """Remove the checkpoint of ``step`` (its weights gave a NaN/Inf loss); returns the
+    newest checkpoint left, if any."""
+    shutil.rmtree(checkpoint_dir(stage_dir, step), ignore_errors=True)
+    return find_checkpoint(stage_dir)
 
 
 def load_checkpoint(stage_dir: Path, ref: CheckpointRef | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -341,7 +383,7 @@ def mark_done(stage_dir: Path, weights: Mapping[str, torch.Tensor], info: Mappin
     entry = save_weights(stage_dir / WEIGHTS_FINAL, weights, {"stage": str(info.get("stage")), "kind": "cora-kit final"})
     done = {**dict(info), "files": {WEIGHTS_FINAL: entry}}
     write_text_atomic(stage_dir / DONE, json.dumps(done, indent=2, sort_keys=True) + "\n")
-    _prune(stage_dir, keep=None)
+    _prune(stage_dir, keep=[])
 
 
 def is_done(stage_dir: Path) -> bool:
@@ -397,6 +439,8 @@ __all__ = [
     "WEIGHTS_FINGERPRINT",
     "atomic_write",
     "check_or_write_fingerprint",
+    "confirm",
+    "discard",
     "discard_incomplete",
     "final_weights_path",
     "find_checkpoint",

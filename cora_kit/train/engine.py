@@ -38,9 +38,9 @@ from cora_kit.train.stages import STEP_FNS, FeatureProvider, epoch_order, plan_s
 class NonFiniteLossError(CoraKitError, FloatingPointError):
     """A loss became NaN/Inf; the stage stopped, the last good checkpoint is kept."""
 
-    def __init__(self, stage: int, step: int, value: float, checkpoint_step: int | None) -> None:
-        kept = f"last good checkpoint: step {checkpoint_step}" if checkpoint_step else "no checkpoint was written yet"
-        super().__init__(f"stage {stage}: loss is {value} at step {step}; stopped ({kept})")
+    def __init__(self, stage: int, step: int, value: float, checkpoint_step: int | None, note: str = "") -> None:
+        kept = f"last good checkpoint: step {checkpoint_step}" if checkpoint_step else "no good checkpoint"
+        super().__init__(f"stage {stage}: loss is {value} at step {step}; stopped ({kept}{'; ' + note if note else ''})")
         self.stage, self.step, self.value, self.checkpoint_step = stage, step, value, checkpoint_step
 
 
@@ -173,8 +173,14 @@ def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[di
     optim = torch.optim.AdamW(model.param_groups(stage, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, warmup_cosine(total, cfg.warmup_ratio))
     step, resumed_from = 0, None
-    if resume and ckpt.has_checkpoint(stage_dir):
-        weights, state = ckpt.load_checkpoint(stage_dir)
+    ref = ckpt.find_checkpoint(stage_dir) if resume else None
+    if resume and ref is None and stage_dir.exists():  # killed before its first checkpoint
+        dropped = ckpt.discard_incomplete(stage_dir) if ctx.rd.writer else []
+        ctx.rd.truncate_metrics(stage, 0)
+        say(f"stage {stage}: no complete checkpoint in {stage_dir}"
+            f"{' (an interrupted save was discarded)' if dropped else ''}; the stage starts from step 0")
+    if ref is not None:
+        weights, state = ckpt.load_checkpoint(stage_dir, ref)
         model.load_trainable_state_dict(weights, strict=True)
         optim.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -186,7 +192,7 @@ def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[di
                 " resume needs the same config"
             )
         ctx.rd.truncate_metrics(stage, step)
-        say(f"stage {stage}: resumed at step {step}/{total}")
+        say(f"stage {stage}: resumed at step {step}/{total} from {ref.path}")
 
     module = _StepModule(model, stage, cfg)
     runner: torch.nn.Module = module
@@ -198,17 +204,36 @@ def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[di
     model.train()
     orders: dict[int, list[int]] = {}
     last_ckpt = resumed_from
+    # a checkpoint is good once its weights gave a finite loss (the next step's first batch)
+    unconfirmed = resumed_from is not None
     metrics: dict[str, float] = {}
     window: list[float] = []
 
     def save(at_step: int, rng: dict[str, Any]) -> None:
-        nonlocal last_ckpt
+        nonlocal last_ckpt, unconfirmed
         if ctx.rd.writer:
             ckpt.save_checkpoint(stage_dir, model.trainable_state_dict(stage), {
                 "step": at_step, "total_steps": total, "stage": stage, "optimizer": optim.state_dict(),
                 "scheduler": sched.state_dict(), "rng": rng,
             })
-        last_ckpt = at_step
+        last_ckpt, unconfirmed = at_step, True
+
+    def non_finite(value: float, batch: Sequence[dict[str, Any]]) -> NonFiniteLossError:
+        """The error for a NaN/Inf loss; a checkpoint whose own weights gave it (no finite
+        loss since it was saved) is kept only if they give a finite loss on other items."""
+        kept, note = last_ckpt, ""
+        if unconfirmed and last_ckpt == step:
+            ids = {it.get("id") for it in batch}
+            other = [it for it in items if it.get("id") not in ids][: cfg.batch_size]
+            with torch.no_grad(), _autocast(ctx.device, ctx.config.precision):
+                fine = bool(other) and math.isfinite(float(module(provider.features(other), other)[0]))
+            if fine:
+                note = f"its weights give a finite loss on other items: look at items {sorted(map(str, ids))[:8]}"
+            else:
+                left = ckpt.discard(stage_dir, step) if ctx.rd.writer else None
+                kept = left.step if left is not None else None
+                note = f"the checkpoint of step {step} gives it on other items too and was removed"
+        return NonFiniteLossError(stage, step + 1, value, kept, note)
 
     rng = ckpt.rng_state()
     with StageProgress(stage, total, enabled=ctx.progress and ctx.dist.is_main, force_plain=ctx.plain) as bar:
@@ -235,7 +260,11 @@ def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[di
                             loss, step_logs = runner(hidden, batch)
                         value = float(loss.detach())
                         if dist_utils.any_rank(not math.isfinite(value), ctx.dist, ctx.device):
-                            raise NonFiniteLossError(stage, step + 1, value, last_ckpt)
+                            raise non_finite(value, batch)
+                        if unconfirmed:
+                            if ctx.rd.writer:
+                                ckpt.confirm(stage_dir, last_ckpt)
+                            unconfirmed = False
                         (loss / cfg.grad_accum).backward()
                     for k, v in {"loss": value, **step_logs}.items():
                         logs[k] = logs.get(k, 0.0) + v / cfg.grad_accum
