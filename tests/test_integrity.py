@@ -102,7 +102,8 @@ def test_legacy_checkpoint_layout_still_resumes_with_a_warning(tmp_path: Path) -
     _run(tmp_path, "full")
     stage_dir = _interrupted(tmp_path, 1, 3)
     weights, state = ckpt.load_checkpoint(stage_dir)
-    shutil.rmtree(ckpt.find_checkpoint(stage_dir).path)
+    for d in stage_dir.glob("checkpoint-*"):
+        shutil.rmtree(d)
     ckpt.save_weights(stage_dir / ckpt.LEGACY_WEIGHTS, weights, {"step": str(state["step"])})
     ckpt.save_resume_state(stage_dir / ckpt.LEGACY_STATE, state)
     with pytest.warns(RuntimeWarning, match="without sha256"):

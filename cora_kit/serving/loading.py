@@ -155,7 +155,7 @@ def load_export(folder: str | Path, device: str = "auto", trust_remote_code: boo
     config, notes = export_config(folder, trust_remote_code)
     model = CoraModel.from_config(config, device="cpu")
     # the exported LLM has its LoRA merged; the freshly added adapter is zero: skip it
-    if hasattr(model.llm, "set_lora_active") and getattr(model.llm, "lora_is_zero", lambda: False)():
+    if model.llm.lora_is_zero():
         model.llm.set_lora_active(False)
     if (folder / "encoder.safetensors").is_file():
         _load_module(model.encoder, folder / "encoder.safetensors")
