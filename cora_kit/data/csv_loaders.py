@@ -9,7 +9,8 @@
 ``url`` is an http(s) URL or a local path. URLs are never fetched: they map to
 ``image_root / <file name of the URL>``. A relative local path is resolved against
 ``image_root`` (then ``image_root / <file name>``) when given, else against the CSV's
-folder. References are grouped per (image, query): every annotation of the same pair is
+folder, and must stay inside that folder: a row naming ``../../etc/passwd`` is a bad row
+("path outside the dataset folder"). An absolute path is used as it is written. References are grouped per (image, query): every annotation of the same pair is
 one reference set of one prediction.
 
 Bad rows (empty query or answer, missing/unreadable image, image not 2:1, duplicate or
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from cora_kit.data.images import ErpError, check_erp
+from cora_kit.data.images import ErpError, check_erp, confine
 from cora_kit.errors import DataError
 
 FORMATS: dict[str, tuple[str, str, str]] = {
@@ -124,7 +125,8 @@ def is_url(text: str) -> bool:
 
 
 def resolve_image(url: str, csv_dir: Path, image_root: Path | None) -> Path:
-    """Local path of ``url`` (see the module docstring); raises ``_BadRow`` if missing."""
+    """Local path of ``url`` (see the module docstring); raises ``_BadRow`` if missing or
+    outside the dataset folder (``image_root``, else the CSV's folder: ``images.confine``)."""
     if is_url(url):
         name = Path(unquote(urlparse(url).path)).name
         if image_root is None:
@@ -139,6 +141,12 @@ def resolve_image(url: str, csv_dir: Path, image_root: Path | None) -> Path:
             candidates = [image_root / p, image_root / p.name]
         else:
             candidates = [csv_dir / p]
+    if not Path(url).expanduser().is_absolute() or is_url(url):  # a relative name stays in its folder
+        root = image_root if image_root is not None else csv_dir
+        try:
+            candidates = [confine(c, root, url) for c in candidates]
+        except ErpError as err:
+            raise _BadRow(err.problem, str(err)) from None
     for c in candidates:
         if c.is_file():
             return c
