@@ -386,6 +386,13 @@ def mark_done(stage_dir: Path, weights: Mapping[str, torch.Tensor], info: Mappin
     _prune(stage_dir, keep=[])
 
 
+def tidy_done(stage_dir: Path) -> None:
+    """Remove what a finished stage no longer needs (checkpoints, temp files): what a kill
+    between ``done.json`` and the clean-up of ``mark_done`` leaves."""
+    if is_done(stage_dir):
+        _prune(stage_dir, keep=[])
+
+
 def is_done(stage_dir: Path) -> bool:
     return (stage_dir / DONE).is_file() and (stage_dir / WEIGHTS_FINAL).is_file()
 
@@ -459,5 +466,6 @@ __all__ = [
     "save_resume_state",
     "save_weights",
     "set_rng_state",
+    "tidy_done",
     "write_text_atomic",
 ]

@@ -304,6 +304,33 @@ def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[di
     return StageResult(stage, step, metrics, trainable, seconds, resumed_from)
 
 
+def _recorded_diagnostics(rd: RunDir) -> dict[str, Any]:
+    """diagnostics.json as an earlier attempt left it ({} when absent or unreadable)."""
+    import json
+
+    try:
+        data = json.loads(rd.diagnostics.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _diagnostics_before(ctx: _Ctx, model: CoraModelLike, stages: Sequence[int], splits: Splits, resume: bool) -> dict | None:
+    """Stage-1 diagnostics of the untrained resampler: the ones an earlier attempt recorded,
+    else measured now (the model still holds its initial weights) and written at once, so no
+    kill after this point can lose them."""
+    from cora_kit.train import report
+
+    if 1 not in stages or not splits.stage1_val:
+        return None
+    recorded = _recorded_diagnostics(ctx.rd) if resume else {}
+    if recorded.get("before") is not None:
+        return recorded["before"]
+    before = report.stage1_diagnostics(model, splits.stage1_val, ctx)
+    ctx.rd.write_json(ctx.rd.diagnostics, {"split": "stage1_val", "before": before, "after": None})
+    return before
+
+
 def _load_previous(model: CoraModelLike, before: int, sources: Sequence[Path]) -> list[str]:
     """Load the final weights of stages ``1..before-1`` (from the first source that has
     them); a stage with no weights anywhere is a CheckpointError."""
@@ -374,32 +401,28 @@ def run(
     _load_previous(model, stages[0], sources)
 
     result = RunResult(out_dir)
-    diag_before = None
-    if 1 in stages and splits.stage1_val and not (resume and ckpt.is_done(rd.stage(1))):
-        diag_before = report.stage1_diagnostics(model, splits.stage1_val, ctx)
-    elif 1 in stages and rd.diagnostics.is_file():
-        import json
-
-        diag_before = json.loads(rd.diagnostics.read_text()).get("before")
+    diag_before = _diagnostics_before(ctx, model, stages, splits, resume)
     for stage in stages:
         if not getattr(config.stages, f"stage{stage}").enabled:
             continue
         stage_dir = rd.stage(stage)
-        if resume and ckpt.is_done(stage_dir):
+        trained = not (resume and ckpt.is_done(stage_dir))
+        if not trained:
+            if rd.writer:
+                ckpt.tidy_done(stage_dir)
             model.set_stage(stage)
             model.load_trainable_state_dict(ckpt.load_final(stage_dir), strict=True)
             result.stages[stage] = StageResult(stage, 0, {}, {}, 0.0, skipped=True)
-            continue
-        items = splits.stage1_train if stage == 1 else splits.train
-        result.stages[stage] = _train_stage(ctx, model, stage, items, resume)
-        if stage == 1 and splits.stage1_val:
+        else:
+            items = splits.stage1_train if stage == 1 else splits.train
+            result.stages[stage] = _train_stage(ctx, model, stage, items, resume)
+        if stage == 1 and diag_before is not None and (trained or _recorded_diagnostics(rd).get("after") is None):
+            # after a kill between done.json and diagnostics.json, the finished stage is measured now
             after = report.stage1_diagnostics(model, splits.stage1_val, ctx)
             result.diagnostics = {"split": "stage1_val", "before": diag_before, "after": after}
             rd.write_json(rd.diagnostics, result.diagnostics)
     if result.diagnostics is None and rd.diagnostics.is_file():
-        import json
-
-        result.diagnostics = json.loads(rd.diagnostics.read_text())
+        result.diagnostics = _recorded_diagnostics(rd)
     if evaluate and max(stages) >= 2 and info.is_main:
         result.scores = report.evaluate_test(model, splits, ctx)
     dist_utils.barrier(info)

@@ -65,8 +65,13 @@ class RunDir:
         return self.root / f"stage{k}"
 
     def prepare(self) -> None:
+        """Create the folder; remove the temp files of writes a killed attempt left (the
+        run lock is held: no one else writes here)."""
         if self.writer:
             self.root.mkdir(parents=True, exist_ok=True)
+            for tmp in self.root.glob(".*.tmp"):
+                if tmp.is_file():
+                    tmp.unlink(missing_ok=True)
 
     def write_json(self, path: Path, obj: Any) -> None:
         if self.writer:
