@@ -113,6 +113,8 @@ def load_run(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"--run {run_dir}: no such run folder")
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"--run {run_dir}: no config.yaml; is it a run folder (cora-kit run writes runs/NAME/config.yaml)?")
     data = read_config_file(run_dir / "config.yaml").model_dump(mode="json")
     notes = apply_trust_remote_code(data, trust_remote_code, run_dir / "config.yaml")
     config = CoraConfig.model_validate(data)
