@@ -219,11 +219,18 @@ def one_writer(fn: F) -> F:
     def wrapper(config: Any, out_dir: str | Path, *args: Any, **kwargs: Any) -> Any:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0:
             return fn(config, out_dir, *args, **kwargs)
-        with RunLock(out_dir) as lock:
-            if lock.stale is not None:
-                print(f"note: {lock.path}: took over the lock of a run that ended without releasing it"
-                      f" ({describe(lock.stale)})", file=sys.stderr)
-            return fn(config, out_dir, *args, **kwargs)
+        folder = Path(out_dir)
+        created = not folder.exists()
+        try:
+            with RunLock(folder) as lock:
+                if lock.stale is not None:
+                    print(f"note: {lock.path}: took over the lock of a run that ended without releasing it"
+                          f" ({describe(lock.stale)})", file=sys.stderr)
+                return fn(config, out_dir, *args, **kwargs)
+        finally:
+            if created:  # a run that failed before writing anything leaves no empty folder behind
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
     return wrapper  # type: ignore[return-value]
 
