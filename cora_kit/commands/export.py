@@ -18,6 +18,7 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write (must not exist or be empty)."),
     from_runs: list[Path] = typer.Option([], "--from", help="Run folder holding earlier stages (runs trained with --from)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --out folder."),
+    dtype: str = typer.Option("fp32", "--dtype", help="Weight dtype of the files: fp32, or bf16 (half the size)."),
     trust_remote_code: bool = typer.Option(
         False, "--trust-remote-code",
         help="Let transformers run Python files of the run's pretrained models (only if you trust them).",
@@ -34,10 +35,11 @@ def export(
     hf_logging.disable_progress_bar()
     if trust_remote_code:
         warn_remote_code(Console(stderr=True), run)
-    folder = export_run(run, out, sources=tuple(from_runs), overwrite=overwrite, trust_remote_code=trust_remote_code)
+    folder = export_run(run, out, sources=tuple(from_runs), overwrite=overwrite, dtype=dtype,
+                        trust_remote_code=trust_remote_code)
     sizes = summarize(folder)
     total = sum(sizes.values())
-    typer.echo(f"exported {run} -> {folder} ({len(sizes)} weight files, {total / 2**20:.1f} MiB)")
+    typer.echo(f"exported {run} -> {folder} ({len(sizes)} weight files, {dtype}, {total / 2**20:.1f} MiB)")
     typer.echo(f"caption with: cora-kit caption PANO.jpg --model {folder}")
 
 
