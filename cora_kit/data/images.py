@@ -211,7 +211,7 @@ def _decode_rgb(img: Any, p: Path) -> Any:
         return _grey_to_rgb(img, p)
     if img.mode == "CMYK":
         return _cmyk_to_rgb(img, p)
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")  # convert("RGB") of RGB copies
 
 
 def read_erp_hwc(path: ErpSource, size: tuple[int, int] | None = None) -> np.ndarray:
