@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cora_kit.bench.report import TableView, label_columns
+from cora_kit.fs import atomic_write
 
 
 def _row_names(view: TableView) -> list[str]:
@@ -111,6 +112,6 @@ def plot(view: TableView, path: Path) -> Path:
         _deltas(fig.add_subplot(grid[nrows - 1, i]), view, metric)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return path

@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cora_kit.fs import write_text_atomic
+
 LABEL_COLUMNS = ["tiler", "resampler", "loss"]
 STAGES = (1, 2, 3)
 
@@ -240,15 +242,16 @@ def render_tex(view: TableView) -> str:
 
 
 def write_tables(view: TableView, out_dir: Path, meta: Mapping[str, object]) -> dict[str, Path]:
-    """Write every table format; returns {format: path}."""
+    """Write every table format (each atomically: an interrupted merge keeps the old file);
+    returns {format: path}."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {k: out_dir / f"table.{k}" for k in ("csv", "md", "tex", "json")}
-    view.table.to_csv(paths["csv"], index=False)
-    paths["md"].write_text(render_md(view), encoding="utf-8")
-    paths["tex"].write_text(render_tex(view), encoding="utf-8")
+    write_text_atomic(paths["csv"], view.table.to_csv(index=False))
+    write_text_atomic(paths["md"], render_md(view))
+    write_text_atomic(paths["tex"], render_tex(view))
     records = json.loads(view.table.to_json(orient="records"))
     doc = {"rows": records, "unavailable": dict(view.unavailable), "footnotes": footnotes(view), **meta}
-    paths["json"].write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(paths["json"], json.dumps(doc, indent=2) + "\n")
     return paths
 
 

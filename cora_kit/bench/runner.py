@@ -24,6 +24,7 @@ from typing import Any
 from cora_kit.bench.grid import Cell
 from cora_kit.config import ConfigLayer, CoraConfig, resolve_config
 from cora_kit.errors import ConfigError, CoraKitError
+from cora_kit.fs import write_text_atomic
 from cora_kit.plugin_options import parse_choice
 
 CellTrainer = Callable[[CoraConfig, Path, Path, Sequence[int]], Mapping[str, Any]]
@@ -219,7 +220,7 @@ def run_grid(
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one failing cell must not stop the grid
-            (cell_dir / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
+            write_text_atomic(cell_dir / "traceback.txt", traceback.format_exc())
             error = {
                 "status": "failed",
                 "cell": _cell_dict(cell),
@@ -227,15 +228,13 @@ def run_grid(
                 "user_error": isinstance(exc, CoraKitError),
                 "wall_time_s": time.perf_counter() - start,
             }
-            (cell_dir / "error.json").write_text(json.dumps(error, indent=2) + "\n", encoding="utf-8")
+            write_text_atomic(cell_dir / "error.json", json.dumps(error, indent=2) + "\n")
             progress.failed.append(cell.cell_id)
             if on_cell:
                 on_cell(cell, "failed")
             continue
         record.update(status="ok", cell=_cell_dict(cell), wall_time_s=time.perf_counter() - start)
-        tmp = cell_dir / "cell.json.tmp"
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-        tmp.replace(cell_dir / "cell.json")
+        write_text_atomic(cell_dir / "cell.json", json.dumps(record, indent=2, default=str) + "\n")
         progress.ran.append(cell.cell_id)
         if on_cell:
             on_cell(cell, "ok")

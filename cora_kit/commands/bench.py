@@ -87,6 +87,7 @@ def bench_run(
     """
     from cora_kit.bench.merge import merge
     from cora_kit.bench.runner import run_grid
+    from cora_kit.fs import write_text_atomic
 
     console = Console()
     grid = _plan(
@@ -101,7 +102,7 @@ def bench_run(
         grid.spec.cells = shard_cells(grid.spec.cells, *parse_shard(shard))
     bench_dir = out or Path("bench") / grid.meta["name"]
     bench_dir.mkdir(parents=True, exist_ok=True)
-    (bench_dir / "bench.json").write_text(json.dumps(grid.meta, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(bench_dir / "bench.json", json.dumps(grid.meta, indent=2) + "\n")
     console.print(f"[bold]bench[/] {grid.meta['name']}: {len(grid.spec.cells)} cell(s) -> {bench_dir}", highlight=False)
 
     def on_cell(cell: Any, status: str) -> None:
