@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
@@ -202,12 +201,10 @@ def check_panorama(path: Path) -> None:
 
 def read_panorama(path: Path) -> torch.Tensor:
     """ERP file -> float ``[3,H,W]`` in [0,1], the same values training decodes
-    (``cora_kit.data.dataset.decode_erp``); bad files are ``DataError``s naming them."""
-    from cora_kit.geometry import load_erp
+    (``cora_kit.data.images.read_erp``); bad files are ``DataError``s naming them."""
+    from cora_kit.data.images import read_erp
 
-    arr = load_erp(path).numpy().astype(np.float32)
-    arr *= np.float32(1.0 / 255.0)
-    return torch.from_numpy(arr)
+    return read_erp(path)
 
 
 # --- captioning ---------------------------------------------------------------------

@@ -205,7 +205,7 @@ def test_decode_erp_shape_range_and_error(tmp_path, images):
     assert float(erp[0, :, :16].mean()) > 0.7  # the red left half
     assert decode_erp(images / "a.jpg", (8, 16)).shape == (3, 8, 16)
     (tmp_path / "junk.png").write_bytes(b"junk")
-    with pytest.raises(DataError, match=r"junk\.png: cannot decode image"):
+    with pytest.raises(DataError, match=r"junk\.png: cannot read image"):
         decode_erp(tmp_path / "junk.png")
 
 

@@ -6,6 +6,7 @@ Public API (imported lazily, so ``cora-kit data synth`` does not load torch)::
     load_split(path_or_dir, split, image_root=None, on_bad_row="error") -> LoadReport
     load_images(path_or_dir, split, image_root=None, on_bad_row="error") -> LoadReport
     CaptionDataset, PanoramaDataset, caption_dataset, panorama_dataset, make_loader, collate
+    read_erp(path, size=None, dtype=torch.float32)   the ERP file reader (images.py)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "decode_erp": "dataset",
     "make_loader": "dataset",
     "panorama_dataset": "dataset",
+    "read_erp": "images",
     "Scene": "scene",
     "SceneObject": "scene",
 }
