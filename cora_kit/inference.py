@@ -214,19 +214,35 @@ def read_panorama(path: Path) -> torch.Tensor:
 def caption_erps(
     model: Any, erps: Sequence[torch.Tensor], queries: Sequence[str], max_new_tokens: int = 32, num_beams: int = 1
 ) -> list[str]:
-    """Captions for ERPs (each ``[3,H,W]`` in [0,1], any 2:1 size) and one query each."""
+    """Captions for ERPs (each ``[3,H,W]``, uint8 or float in [0,1], any 2:1 size) and one
+    query each. uint8 ERPs (``read_erp(path, dtype=torch.uint8)``) take the tiling path
+    training and ``caption_files`` take (the tiler's CPU fast path); float ERPs take the
+    exact float path, whose views differ by the uint8 rounding (<= 0.5/255)."""
     if len(erps) != len(queries):
         raise ValueError(f"{len(erps)} panoramas but {len(queries)} queries")
     if not erps:
         return []
-    device = next(model.parameters()).device
-    latents = []
-    for erp in erps:  # sizes may differ between files: tile one at a time, batch the rest
+    for erp in erps:
         if erp.dim() != 3 or erp.shape[0] != 3:
             raise ValueError(f"caption_erps expects ERP [3,H,W]; got {list(erp.shape)}")
-        views = model.tile(erp.unsqueeze(0).to(device))
-        latents.append(model.encode_frozen(views, 3))
-    hidden = torch.cat(latents)
+    device = _device(model)
+    views = []
+    for erp in erps:  # sizes may differ between files: tile one at a time, batch the rest
+        x = erp.unsqueeze(0) if erp.dtype == torch.uint8 else erp.unsqueeze(0).to(device)  # uint8: CPU
+        views.append(model.tile(x).to(device))
+    return caption_views(model, torch.cat(views), queries, max_new_tokens, num_beams)
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def caption_views(
+    model: Any, views: torch.Tensor, queries: Sequence[str], max_new_tokens: int = 32, num_beams: int = 1
+) -> list[str]:
+    """Captions for tiled panoramas ``views`` ``[B,V,3,s,s]`` and one query each."""
+    hidden = model.encode_frozen(views.to(_device(model)), 3)
     latent = model.resample(model.encode_trainable(hidden, 3))
     return model.generate(latent, list(queries), max_new_tokens=max_new_tokens, num_beams=num_beams)
 
@@ -241,7 +257,9 @@ def caption_files(
     on_batch: Callable[[list[dict[str, str]]], None] | None = None,
 ) -> list[dict[str, str]]:
     """Rows ``{"image", "query", "caption"}`` in file order; decoding options default to
-    the model config's ``eval`` section. Every file is header-checked before any work."""
+    the model config's ``eval`` section. Every file is header-checked before any work;
+    files are decoded (uint8) and tiled in ``config.data.num_workers`` DataLoader workers
+    (``cora_kit.data.TiledImages``), as in training."""
     ev = model.config.eval
     max_new_tokens = ev.max_new_tokens if max_new_tokens is None else max_new_tokens
     num_beams = ev.num_beams if num_beams is None else num_beams
@@ -254,11 +272,14 @@ def caption_files(
         raise ConfigError("the query is empty")
     for f in files:
         check_panorama(f)
+    from cora_kit.data.dataset import TiledImages, tile_function, tiled_batches
+
     rows: list[dict[str, str]] = []
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        erps = [read_panorama(f) for f in chunk]
-        texts = caption_erps(model, erps, [query] * len(chunk), max_new_tokens, num_beams)
+    data = TiledImages([{"image_path": str(f)} for f in files], tile_function(model))
+    workers = model.config.data.num_workers if len(files) > batch_size else 0
+    for index, views in tiled_batches(data, batch_size, workers):
+        chunk = [files[i] for i in index]
+        texts = caption_views(model, views, [query] * len(chunk), max_new_tokens, num_beams)
         new = [{"image": str(f), "query": query, "caption": t} for f, t in zip(chunk, texts, strict=True)]
         rows.extend(new)
         if on_batch is not None:
@@ -271,6 +292,7 @@ __all__ = [
     "LoadInfo",
     "caption_erps",
     "caption_files",
+    "caption_views",
     "check_panorama",
     "load_model",
     "load_run",

@@ -35,8 +35,11 @@ WEIGHTS_FINAL = "model.safetensors"
 DONE = "done.json"
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temp file beside ``path``, fsync, then rename onto ``path``."""
+def atomic_write(path: Path, write: Callable[[Path], None], fsync: bool = True) -> None:
+    """Call ``write(tmp)`` on a temp file beside ``path``, fsync, then rename onto ``path``.
+
+    ``fsync=False`` for files that are checked when read and can be remade (the feature
+    cache): readers still never see half a file, a crash may leave a bad one behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -44,8 +47,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        if fsync:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

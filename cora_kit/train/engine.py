@@ -184,7 +184,8 @@ def _train_stage(ctx: _Ctx, model: Any, stage: int, items: Sequence[dict[str, An
     seed_everything(ctx.config.seed * 1000 + stage)
     views = stage1_views(model) if stage == 1 else None  # seed: Stage 1 sees the tiles only
     provider = FeatureProvider(
-        model, stage, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, views, stats=ctx.cache_stats
+        model, stage, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, views, stats=ctx.cache_stats,
+        num_workers=ctx.config.data.num_workers,
     )
     mine = items[ctx.dist.rank :: ctx.dist.world_size]
     n_new = provider.fill(mine)

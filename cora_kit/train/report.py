@@ -36,8 +36,10 @@ def stage1_diagnostics(model: Any, items: Sequence[dict[str, Any]], ctx: Any) ->
 
     tiles = stage1_views(model)
     provider = FeatureProvider(
-        model, 1, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, tiles, stats=ctx.cache_stats
+        model, 1, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, tiles, stats=ctx.cache_stats,
+        num_workers=ctx.config.data.num_workers,
     )
+    provider.fill(items)  # decode + tile in DataLoader workers, encode in batches
     corr = model.correspondences
     heads, lats = [], []
     was_training = model.training
@@ -68,7 +70,10 @@ def _derangement(n: int, seed: int) -> list[int]:
 def predict(model: Any, items: Sequence[dict[str, Any]], ctx: Any, condition: str = "panorama") -> dict[str, str]:
     """Captions for ``items`` with the real panorama, a blank one, or another item's."""
     ev = ctx.config.eval
-    provider = FeatureProvider(model, 3, str(ctx.cache_dir), ctx.device, batch_size=ev.batch_size, stats=ctx.cache_stats)
+    provider = FeatureProvider(model, 3, str(ctx.cache_dir), ctx.device, batch_size=ev.batch_size,
+                               stats=ctx.cache_stats, num_workers=ctx.config.data.num_workers)
+    if condition != "blank":
+        provider.fill(items)  # decode + tile in DataLoader workers, encode in batches
     paths = list(dict.fromkeys(i["image_path"] for i in items))
     if condition == "shuffled":
         if len(paths) < 2:
@@ -87,7 +92,7 @@ def predict(model: Any, items: Sequence[dict[str, Any]], ctx: Any, condition: st
             elif condition == "shuffled":
                 hidden = provider.features([swap[i["image_path"]] for i in batch])
             elif condition == "blank":
-                if blank is None:
+                if blank is None:  # black, the size of the first panorama
                     erp = torch.zeros_like(batch[0]["erp"])
                     blank = provider.features([{"id": "blank", "erp": erp}])
                 hidden = blank.expand(len(batch), *blank.shape[1:])

@@ -135,45 +135,59 @@ def tile_opencv(
     ``plan`` samples its views; ``global_views`` (layout indices) get the area-resized
     whole panorama (callers use this only when H >= s and W >= s); views in neither are
     left for the caller to fill. uint8 is sampled as uint8 and only the views are
-    converted (``/ 255``).
+    converted (``x * float32(1/255)``). One panorama at a time through a small scratch
+    buffer that stays in cache; the output is allocated by numpy, which asks for huge
+    pages (first-touch page faults of a fresh torch allocation cost more than the remap).
     """
     cv2 = _cv2()
     if erp.dtype not in (torch.uint8, torch.float32):
         raise ValueError(f"the OpenCV path takes uint8 or float32 input; got {erp.dtype}")
-    dtype = np.uint8 if erp.dtype == torch.uint8 else np.float32
+    u8 = erp.dtype == torch.uint8
+    dtype = np.uint8 if u8 else np.float32
     b = erp.shape[0]
     hwc = all(_is_hwc(erp[i]) for i in range(b))
     sampled = plan.views if plan is not None else []
-    contiguous = sampled == list(range(sampled[0], sampled[-1] + 1)) if sampled else True
-    if hwc:
-        buf = np.empty((b, num_views, size, size, 3), dtype=dtype)
-    else:
-        buf = np.empty((b, 3, num_views, size, size), dtype=dtype)
     n = len(sampled)
+    contiguous = not sampled or sampled == list(range(sampled[0], sampled[0] + n))
+    filled = sorted(set(sampled) | set(global_views))
+    out = np.empty((b, num_views, 3, size, size), dtype=np.float32)
+    scratch = np.empty((num_views, size, size, 3) if hwc else (3, num_views, size, size), dtype=dtype)
+    planes = np.empty((num_views, 3, size, size), dtype=np.uint8) if hwc and u8 else None
     for i in range(b):
         if hwc:
-            src = erp[i].permute(1, 2, 0).numpy()  # a view: HWC memory
-            planes = [(src, buf[i])]
+            targets = [(erp[i].permute(1, 2, 0).numpy(), scratch)]  # views: HWC memory, no copy
         else:
             img = erp[i].contiguous()
-            planes = [(img[c].numpy(), buf[i, c]) for c in range(3)]
-        for src_img, out in planes:
+            targets = [(img[c].numpy(), scratch[c]) for c in range(3)]
+        for src, dst in targets:
             if plan is not None:
                 if contiguous:
                     lo = sampled[0]
-                    _remap_into(cv2, src_img, plan, out[lo : lo + n].reshape(n * size, *out.shape[2:]))
+                    _remap_into(cv2, src, plan, dst[lo : lo + n].reshape(n * size, *dst.shape[2:]))
                 else:
-                    tmp = np.empty((n * size, *out.shape[2:]), dtype=dtype)
-                    _remap_into(cv2, src_img, plan, tmp)
-                    out[sampled] = tmp.reshape(n, *out.shape[1:])
+                    tmp = np.empty((n * size, *dst.shape[2:]), dtype=dtype)
+                    _remap_into(cv2, src, plan, tmp)
+                    dst[sampled] = tmp.reshape(n, *dst.shape[1:])
             for g in global_views:
-                _area(cv2, src_img, size, out[g])
-    raw = torch.from_numpy(buf)
-    raw = raw.permute(0, 1, 4, 2, 3) if hwc else raw.permute(0, 2, 1, 3, 4)
-    if dtype == np.float32:
-        return raw.contiguous()
-    views = torch.empty(b, num_views, 3, size, size, dtype=torch.float32)
-    return views.copy_(raw).div_(255.0)
+                _area(cv2, src, size, dst[g])
+        _to_chw(cv2, scratch, out[i], filled, hwc, planes)
+    return torch.from_numpy(out)
+
+
+def _to_chw(cv2: Any, scratch: np.ndarray, out: np.ndarray, views: list[int], hwc: bool, planes: np.ndarray | None) -> None:
+    """Scratch views (``[V,s,s,3]`` HWC or ``[3,V,s,s]`` planes) -> ``out`` ``[V,3,s,s]`` float,
+    uint8 scaled by 1/255."""
+    scale = np.float32(1.0 / 255.0)
+    for v in views:
+        if hwc and planes is not None:  # uint8 HWC: de-interleave as bytes, then widen
+            cv2.split(scratch[v], list(planes[v]))
+            np.multiply(planes[v], scale, out=out[v])
+        elif hwc:  # float32 HWC
+            cv2.split(scratch[v], list(out[v]))
+        elif scratch.dtype == np.uint8:
+            np.multiply(scratch[:, v], scale, out=out[v])
+        else:
+            out[v] = scratch[:, v]
 
 
 __all__ = ["OPENCV_LABEL", "RemapPlan", "build_remap_plan", "opencv_status", "tile_opencv"]
