@@ -335,11 +335,9 @@ def erp_pixel_coords(
 
 
 def load_erp(path: str | Path) -> torch.Tensor:
-    """Read an equirectangular image file -> uint8 ``[3, H, W]`` with ``W == 2 H``.
-
-    ``cora_kit.data.images.read_erp(path, dtype=torch.uint8)``: HWC memory (channels last),
-    grey/palette -> RGB, alpha dropped; bad files raise ``DataError`` naming the file.
-    """
+    """ERP file -> uint8 ``[3, H, W]`` (HWC memory) with ``W == 2 H``:
+    ``cora_kit.data.images.read_erp`` (the one ERP reader; its rules and errors), kept here
+    for tilers that accept paths."""
     from cora_kit.data.images import read_erp
 
     return read_erp(path, dtype=torch.uint8)

@@ -7,7 +7,7 @@ Public API (imported lazily, so ``cora-kit data synth`` does not load torch)::
     load_images(path_or_dir, split, image_root=None, on_bad_row="error") -> LoadReport
     CaptionDataset, PanoramaDataset, caption_dataset, panorama_dataset, make_loader, collate
     TiledImages(items, tile), tiled_batches(data, batch_size, num_workers)   decode + tile in workers
-    read_erp(path, size=None, dtype=torch.float32)   the ERP file reader (images.py)
+    check_erp(path), read_erp(path, size=None, dtype=torch.float32)   the one ERP file reader (images.py)
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     "decode_erp": "dataset",
     "make_loader": "dataset",
     "panorama_dataset": "dataset",
+    "ErpError": "images",
+    "check_erp": "images",
     "read_erp": "images",
     "Scene": "scene",
     "SceneObject": "scene",

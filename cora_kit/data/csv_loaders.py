@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from PIL import Image, UnidentifiedImageError
-
+from cora_kit.data.images import ErpError, check_erp
 from cora_kit.errors import DataError
 
 FORMATS: dict[str, tuple[str, str, str]] = {
@@ -41,7 +40,6 @@ SPLIT_FILES: dict[str, tuple[str, ...]] = {
     "val": ("val.csv", "valid.csv", "validation.csv"),
     "test": ("test.csv",),
 }
-ASPECT_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -149,14 +147,12 @@ def resolve_image(url: str, csv_dir: Path, image_root: Path | None) -> Path:
 
 
 def check_image(path: Path) -> None:
-    """Reads the image header: ``_BadRow`` if unreadable or not 2:1 (equirectangular)."""
+    """Reads the image header (``cora_kit.data.images.check_erp``): ``_BadRow`` if
+    unreadable, of an unsupported colour mode or not 2:1 (equirectangular)."""
     try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise _BadRow("unreadable image", f"unreadable image {path}: {exc}") from None
-    if h <= 0 or abs(w / h - 2.0) > 2.0 * ASPECT_TOLERANCE:
-        raise _BadRow("image not 2:1", f"image {path} is {w}x{h}, not 2:1 (equirectangular)")
+        check_erp(path)
+    except ErpError as err:
+        raise _BadRow(err.problem, str(err)) from None
 
 
 class _ImageChecker:

@@ -1,0 +1,114 @@
+"""``cora-kit export``: a trained run -> a self-contained model folder.
+
+The folder's layout is ``cora_kit.serving.export_format``; ``cora_kit.serving.loading.
+load_export`` rebuilds ``CoraModel`` from it (no hub, no run folder). The folder is written
+under a temporary name and renamed, so a failed export leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_model
+from torch import nn
+
+from cora_kit import __version__
+from cora_kit.config import CoraConfig, to_yaml
+from cora_kit.errors import ConfigError
+from cora_kit.interfaces import LLMAdapter, VisionEncoder
+from cora_kit.pipeline import CoraModel
+from cora_kit.serving.export_format import FORMAT, FORMAT_VERSION, MODULE_FILES, sha256_file
+from cora_kit.serving.loading import load_run
+
+# --- export -------------------------------------------------------------------------
+
+
+_CORE_OPTIONS = ("random_init", "pretrained", "arch", "tokenizer")
+
+
+def _point_config_at(section: dict[str, Any], folder: str) -> None:
+    """``model.encoder`` / ``model.llm`` of the exported config: load from ``folder``."""
+    section.update(pretrained=folder, arch={})
+    if "tokenizer" in section:
+        section["tokenizer"] = None
+    section["options"] = {k: v for k, v in section["options"].items() if k not in _CORE_OPTIONS}
+
+
+def _save_encoder(encoder: VisionEncoder, out: Path, cfg: dict[str, Any]) -> list[str]:
+    """``encoder/`` in the encoder's own format, or ``encoder.safetensors`` (its state dict,
+    rebuilt from the same config) when it has none."""
+    (out / "encoder").mkdir()
+    files = encoder.save_pretrained(out / "encoder")
+    if files is None:
+        (out / "encoder").rmdir()
+        save_model(encoder, str(out / "encoder.safetensors"))
+        return ["encoder.safetensors"]
+    _point_config_at(cfg["model"]["encoder"], "encoder")
+    return [f"encoder/{f}" for f in files]
+
+
+def _save_llm(llm: LLMAdapter, out: Path, cfg: dict[str, Any]) -> list[str]:
+    """``llm/``: the LM with LoRA merged into its weights, and its tokenizer."""
+    llm.merge_lora()
+    (out / "llm").mkdir()
+    files = llm.save_pretrained(out / "llm")
+    _point_config_at(cfg["model"]["llm"], "llm")
+    return [f"llm/{f}" for f in files]
+
+
+def export_model(model: CoraModel, out_dir: str | Path, source: dict[str, Any], overwrite: bool = False) -> Path:
+    """Write ``model`` (a loaded ``CoraModel``) as a self-contained folder ``out_dir``.
+
+    The LLM is merged in place (the adapter is gone from ``model`` afterwards).
+    ``source`` is recorded in export.json (run folder, stage files).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise ConfigError(f"--out {out_dir} exists and is not empty; choose another folder or pass --overwrite")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        cfg = model.config.model_dump(mode="json")
+        plugins = model.plugin_metadata()
+        files = _save_encoder(model.encoder, tmp, cfg)
+        files += _save_llm(model.llm, tmp, cfg)
+        for attr, name in MODULE_FILES.items():
+            module = getattr(model, attr)
+            if isinstance(module, nn.Module) and module.state_dict():
+                save_model(module, str(tmp / name))
+                files.append(name)
+        config = CoraConfig.model_validate(cfg)
+        (tmp / "config.yaml").write_text(
+            "# exported by cora-kit; model.encoder.pretrained / model.llm.pretrained are relative to this folder\n"
+            + to_yaml(config), encoding="utf-8")
+        (tmp / "plugins.json").write_text(json.dumps(plugins, indent=2, default=str) + "\n", encoding="utf-8")
+        meta = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "cora_kit_version": __version__,
+            "source": source, "lora_merged": True,
+            "files": {f: sha256_file(tmp / f) for f in sorted(files)},
+        }
+        (tmp / "export.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, sources: tuple[str | Path, ...] = (),
+               overwrite: bool = False) -> Path:
+    """Load a run folder (``cora_kit.serving.loading.load_run``) and export it to ``out_dir``."""
+    model, info = load_run(run_dir, device="cpu", sources=sources)
+    source = {"run": str(Path(run_dir).resolve()), "stages": {str(k): v for k, v in info.stages.items()},
+              "notes": info.notes}
+    return export_model(model, out_dir, source, overwrite=overwrite)
+
+
+__all__ = ["export_model", "export_run"]
