@@ -22,8 +22,9 @@ starts from them:
 
 Ratios: peer time / cora-kit time per panorama (above 1: cora-kit is faster);
 ``ratio_vs_floor_b8`` = floor time / cora-kit time at B=8 (1.0 = at the floor). Timing is
-round-robin (one call of each implementation per round) so that load from other processes
-hits all alike; the median of the rounds is reported, with the load average.
+round-robin (one call of each implementation per round, the order reversed every other
+round) so that load from other processes hits all alike: each ratio is the median over
+rounds of the ratio measured within a round; times are medians; the load average is shown.
 ``max_abs_diff_vs_py360convert``: cora-kit (``ray_spacing=py360convert``) vs py360convert on
 the same uint8 panorama, over the 8 tiles, in [0,1] units.
 
@@ -57,17 +58,23 @@ def smooth_erp() -> np.ndarray:
     return np.stack([base, base**2, 1 - base], -1).astype(np.float32)
 
 
-def round_robin(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds per call of each function, one call of each per round (after a warm-up)."""
+def round_robin(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, one call of each per round (after a warm-up), the
+    order reversed every other round so that no function always follows the same one."""
     for fn in fns.values():
         fn()  # warm-up: cora-kit's cached maps, py360convert's lru-cached sampler, ...
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    for r in range(rounds):
+        for name in list(fns) if r % 2 == 0 else list(fns)[::-1]:
             t0 = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], peer: str) -> float:
+    """Median over rounds of peer time / cora-kit time (each pair measured in one round)."""
+    return statistics.median(p / c for p, c in zip(times[peer], times["cora-kit"], strict=True))
 
 
 def py360_views(py360, cv2, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -133,21 +140,24 @@ def main() -> None:
     load_before = os.getloadavg()
     t_start = time.perf_counter()
     per: dict[int, dict[str, float]] = {}
+    ratio: dict[int, dict[str, float]] = {}
     for b in BATCHES:
         noisy = [np.clip(base + 0.05 * rng.standard_normal(base.shape, dtype=np.float32), 0, 1) for _ in range(b)]
         imgs = [np.round(im * 255).astype(np.uint8) for im in noisy]
         u8 = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)  # [B,3,H,W], HWC memory
         xf = u8.contiguous().float().div_(255)
         eight, one = floor_fns(cv2, imgs)
-        fns = {
+        fns = {  # cora-kit between the two floors: adjacent in every round
+            "floor": eight,
             "cora-kit": lambda: tiler(u8),
+            "floor-stacked": one,
             "py360convert": lambda: py360_views(py360convert, cv2, imgs),
             "pytorch360convert": lambda: p3_views(pytorch360convert, xf),
-            "floor": eight,
-            "floor-stacked": one,
             "cora-kit torch": lambda: exact(xf),
         }
-        per[b] = {k: v / b for k, v in round_robin(fns, max(2, rounds if b < 32 else rounds // 2)).items()}
+        times = round_robin(fns, max(2, rounds if b < 32 else rounds // 2))
+        per[b] = {k: statistics.median(v) / b for k, v in times.items()}
+        ratio[b] = {k: paired_ratio(times, k) for k in fns if k != "cora-kit"}
     load_after = os.getloadavg()
 
     parity = cora_kit.create("tiler", "e2p", ray_spacing="py360convert")
@@ -163,7 +173,7 @@ def main() -> None:
         "floor": "floor: 8 x cv2.remap + cv2.resize (uint8 out)",
         "floor-stacked": "floor, one stacked cv2.remap + cv2.resize",
         "cora-kit torch": "cora-kit e2p backend=torch (float in)",
-    }
+    }  # speed-up column: median over rounds of the paired ratio peer / cora-kit
     print(f"tiler benchmark: {B_text()} uint8 ERP {H}x{W} -> global + 8 tiles of {S}x{S} as float; "
           f"torch threads {torch.get_num_threads()}, OpenCV threads {cv2.getNumThreads()}; median of "
           f"{rounds} round-robin rounds (B=32: {max(2, rounds // 2)}); load average {load_before[0]:.1f} "
@@ -172,18 +182,18 @@ def main() -> None:
     print(header + "   cora-kit speed-up (B=1/8/32)")
     for key, label in names.items():
         ms = "".join(f"{1e3 * per[b][key]:10.2f}" for b in BATCHES)
-        speed = "-" if key == "cora-kit" else " / ".join(f"{per[b][key] / per[b]['cora-kit']:.2f}x" for b in BATCHES)
+        speed = "-" if key == "cora-kit" else " / ".join(f"{ratio[b][key]:.2f}x" for b in BATCHES)
         print(f"{label:58s}{ms}   {speed}")
     print(f"cora-kit(ray_spacing=py360convert) vs py360convert on the same uint8 panorama, 8 tiles: "
           f"max {diff.max():.2e}, mean {diff.mean():.2e} ({(diff > 0.5 / 255).mean():.1e} of values differ)")
     print(f"({time.perf_counter() - t_start:.0f} s) note: timings are noisy when other processes share the CPU.")
     out = {"bench": "tiler"}
     for b in BATCHES:
-        out[f"ratio_vs_py360convert_b{b}"] = round(per[b]["py360convert"] / per[b]["cora-kit"], 2)
-        out[f"ratio_vs_pytorch360convert_b{b}"] = round(per[b]["pytorch360convert"] / per[b]["cora-kit"], 2)
+        out[f"ratio_vs_py360convert_b{b}"] = round(ratio[b]["py360convert"], 2)
+        out[f"ratio_vs_pytorch360convert_b{b}"] = round(ratio[b]["pytorch360convert"], 2)
     for b in BATCHES:
-        out[f"ratio_vs_floor_b{b}"] = round(per[b]["floor"] / per[b]["cora-kit"], 2)
-    out["ratio_vs_stacked_floor_b8"] = round(per[8]["floor-stacked"] / per[8]["cora-kit"], 2)
+        out[f"ratio_vs_floor_b{b}"] = round(ratio[b]["floor"], 2)
+    out["ratio_vs_stacked_floor_b8"] = round(ratio[8]["floor-stacked"], 2)
     out["cora_kit_ms_b8"] = round(1e3 * per[8]["cora-kit"], 2)
     out["max_abs_diff_vs_py360convert"] = float(diff.max())
     out["py360convert_path"] = py360_path

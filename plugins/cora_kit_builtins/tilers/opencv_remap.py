@@ -34,7 +34,6 @@ import torch
 
 from cora_kit.geometry import TileLayout, erp_pixel_coords
 
-OPENCV_LABEL = "OpenCV remap"
 
 
 def opencv_status() -> tuple[bool, str]:
@@ -190,4 +189,4 @@ def _to_chw(cv2: Any, scratch: np.ndarray, out: np.ndarray, views: list[int], hw
             out[v] = scratch[:, v]
 
 
-__all__ = ["OPENCV_LABEL", "RemapPlan", "build_remap_plan", "opencv_status", "tile_opencv"]
+__all__ = ["RemapPlan", "build_remap_plan", "opencv_status", "tile_opencv"]
