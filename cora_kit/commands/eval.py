@@ -21,6 +21,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cora_kit.errors import CoraKitError
@@ -65,10 +66,31 @@ def _print_table(report: scoring.ScoreReport, title: str) -> None:
     table.add_column("note")
     for name, value in report.values.items():
         if math.isnan(value):
-            table.add_row(name, "[red]NaN[/]", report.unavailable.get(name, ""))
+            table.add_row(escape(name), "[red]NaN[/]", escape(report.unavailable.get(name, "")))
         else:
             table.add_row(name, f"{value:.4f}", "")
     console.print(table)
+
+
+def _input_files(predictions: Path | None, references: Path | None, run: Path | None) -> tuple[Path, Path]:
+    """--predictions/--references, or the files of a --run folder (explicit ones win)."""
+    if run is not None:
+        if not run.is_dir():
+            raise CoraKitError(f"run folder {run} not found")
+        predictions = predictions or run / "predictions.jsonl"
+        if references is None:
+            references = run / "references.jsonl"
+            if not references.is_file():
+                raise CoraKitError(
+                    f"{references} not found: 'cora-kit run' writes it beside predictions.jsonl;"
+                    " pass --references to score against another file"
+                )
+    if predictions is None or references is None:
+        raise CoraKitError(
+            "give --predictions and --references, or --run runs/NAME"
+            " (see 'cora-kit eval --help')"
+        )
+    return predictions, references
 
 
 @eval_app.callback()
@@ -107,22 +129,7 @@ def eval_command(
     """Score predictions: --predictions + --references, or --run runs/NAME."""
     if ctx.invoked_subcommand is not None:
         return
-    if run is not None:
-        if not run.is_dir():
-            raise CoraKitError(f"run folder {run} not found")
-        predictions = predictions or run / "predictions.jsonl"
-        if references is None:
-            references = run / "references.jsonl"
-            if not references.is_file():
-                raise CoraKitError(
-                    f"{references} not found: 'cora-kit run' writes it beside predictions.jsonl;"
-                    " pass --references to score against another file"
-                )
-    if predictions is None or references is None:
-        raise CoraKitError(
-            "give --predictions and --references, or --run runs/NAME"
-            " (see 'cora-kit eval --help')"
-        )
+    predictions, references = _input_files(predictions, references, run)
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     if not names:
         raise CoraKitError("--metrics is empty")
@@ -141,7 +148,7 @@ def eval_command(
         return
     _print_table(report, f"{predictions} ({report.count} predictions)")
     if out is not None:
-        Console().print(f"wrote {out}", highlight=False)
+        Console().print(f"wrote {out}", highlight=False, markup=False)
 
 
 @eval_app.command("setup-wordnet")

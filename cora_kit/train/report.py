@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from cora_kit.train.context import RunContext
 from cora_kit.train.protocol import CoraModelLike
 from cora_kit.train.stages import FeatureProvider, stage1_views
 
@@ -24,7 +25,7 @@ def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 
 @torch.no_grad()
-def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any) -> dict[str, Any]:
+def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: RunContext) -> dict[str, Any]:
     """Seed's ``val_*`` diagnostics of the overlap head on the tiles of ``items``."""
     from cora_kit.eval.diagnostics import stage1_diagnostics as diagnose
 
@@ -61,7 +62,7 @@ def _derangement(n: int, seed: int) -> list[int]:
 
 
 @torch.no_grad()
-def predict(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any, condition: str = "panorama") -> dict[str, str]:
+def predict(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: RunContext, condition: str = "panorama") -> dict[str, str]:
     """Captions for ``items`` with the real panorama, a blank one, or another item's."""
     ev = ctx.config.eval
     provider = FeatureProvider(model, 3, str(ctx.cache_dir), ctx.device, batch_size=ev.batch_size,
@@ -106,7 +107,7 @@ def score(predictions: dict[str, str], references: dict[str, list[str]], metrics
     return score_fn(predictions, references, list(metrics)).to_json()
 
 
-def evaluate_test(model: CoraModelLike, splits: Any, ctx: Any) -> dict[str, Any] | None:
+def evaluate_test(model: CoraModelLike, splits: Any, ctx: RunContext) -> dict[str, Any] | None:
     """predictions.jsonl, references.jsonl and scores.json on the test split."""
     items = list(splits.test)
     rd = ctx.rd
