@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from cora_kit.data.csv_loaders import ImageItem, LoadReport, Sample, load_images, load_split
 from cora_kit.data.images import read_erp
@@ -175,6 +176,22 @@ def tiled_batches(
         yield batch["index"], batch["views"]
 
 
+def _stack(values: list[torch.Tensor]) -> torch.Tensor:
+    """Stack a batch: inside a DataLoader worker straight into shared memory
+    (``default_collate``); in the main process with numpy (one memcpy per item into
+    numpy-allocated memory, which gets huge pages). Measured on the 2-core machine under
+    load, a batch of 8 x [9,3,256,256] views: numpy 13 ms, ``torch.stack`` 91-127 ms (its
+    intra-op threads spin-wait when the cores are busy; its fresh allocation page-faults)."""
+    first = values[0]
+    if (get_worker_info() is not None or first.device.type != "cpu" or first.dtype not in _NUMPY_DTYPES
+            or any(v.requires_grad for v in values)):
+        return default_collate(values)
+    return torch.from_numpy(np.stack([v.numpy() for v in values]))
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.uint8: np.uint8, torch.int64: np.int64}
+
+
 def _collate_tiled(batch: list[dict[str, Any]]) -> dict[str, Any]:
     errors = [b["error"] for b in batch if "error" in b]
     if errors:
@@ -210,7 +227,7 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
             shapes = {tuple(v.shape) for v in values}
             if len(shapes) > 1:
                 raise ValueError(f"cannot batch '{key}' of different shapes {sorted(shapes)}; set erp_size")
-            out[key] = default_collate(values)  # in a worker: stacked straight into shared memory
+            out[key] = _stack(values)
         else:
             out[key] = values
     return out

@@ -106,7 +106,7 @@ def read_erp_hwc(path: str | Path, size: tuple[int, int] | None = None) -> np.nd
     try:
         with Image.open(p) as img:
             _validate(p, img.width, img.height, img.mode)
-            rgb = img.convert("RGB")
+            rgb = img if img.mode == "RGB" else img.convert("RGB")  # convert("RGB") of RGB copies
             target = (size[1], size[0]) if size is not None else (2 * img.height, img.height)
             if rgb.size != target:
                 rgb = rgb.resize(target, Image.Resampling.BILINEAR)
