@@ -226,3 +226,36 @@ def test_opencv_missing(monkeypatch):
     u8 = torch.randint(0, 256, (1, 3, 32, 64), dtype=torch.uint8)
     assert torch.allclose(auto(u8).views, auto(u8.float() / 255).views)
     assert not auto._remap_plans
+
+
+def test_output_buffers_are_reused_only_when_released():
+    """The OpenCV path recycles an output buffer only when nothing refers to it."""
+    tiler = cora_kit.create("tiler", "e2p", size=16)
+    a_in = torch.randint(0, 256, (2, 3, 32, 64), dtype=torch.uint8)
+    b_in = torch.randint(0, 256, (2, 3, 32, 64), dtype=torch.uint8)
+    first = tiler(a_in).views
+    keep = first.clone()
+    view, array = first[:, 3], first.numpy()
+    ptr = first.data_ptr()
+    del first
+    for _ in range(4):  # a view and a numpy array of the first result are still alive
+        out = tiler(b_in).views
+        assert out.data_ptr() != ptr
+    assert torch.equal(view, keep[:, 3]) and np.array_equal(array, keep.numpy())
+    del view, array, out
+    ptrs = set()
+    for _ in range(6):  # the usual loop: the previous result is alive during the next call
+        out = tiler(a_in).views
+        ptrs.add(out.data_ptr())
+        assert torch.equal(out, keep)
+    assert len(ptrs) <= 3  # recycled: at most two kept buffers (+ the first one freed above)
+
+
+def test_tilers_pickle_without_their_buffers():
+    import pickle
+
+    tiler = cora_kit.create("tiler", "e2p", size=16)
+    u8 = torch.randint(0, 256, (1, 3, 32, 64), dtype=torch.uint8)
+    held = tiler(u8).views
+    clone = pickle.loads(pickle.dumps(tiler))
+    assert torch.equal(clone(u8).views, held)

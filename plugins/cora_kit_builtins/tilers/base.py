@@ -25,7 +25,7 @@ import torch
 from cora_kit.errors import BackendUnavailableError
 from cora_kit.geometry import TileLayout, load_erp
 from cora_kit.interfaces import PluginParams, TiledViews, Tiler
-from cora_kit_builtins.tilers.opencv_remap import RemapPlan, build_remap_plan, opencv_status, tile_opencv
+from cora_kit_builtins.tilers.opencv_remap import OutputPool, RemapPlan, build_remap_plan, opencv_status, tile_opencv
 from cora_kit_builtins.tilers.sampling import SamplingPlan, box_resize, build_plan, sample
 
 GlobalResize = Literal["area", "bilinear-aa"]
@@ -114,6 +114,7 @@ class ERPTiler(Tiler):
         self.backend = backend_label(backend, samples=bool(self._sampled))
         self._plans: dict[tuple[int, int, str, torch.dtype], SamplingPlan] = {}
         self._remap_plans: dict[tuple[int, int], RemapPlan] = {}
+        self._outputs = OutputPool()
 
     def plan(self, erp_hw: tuple[int, int], device: torch.device | str = "cpu") -> SamplingPlan:
         """The cached torch sampling plan for an ERP of ``erp_hw`` on ``device``."""
@@ -160,7 +161,7 @@ class ERPTiler(Tiler):
             x = x.to(torch.float32)
         plan = self.remap_plan((h, w)) if self._sampled else None
         cv_global = self._global if self.global_resize == "area" and h >= s and w >= s else []
-        views = tile_opencv(x, plan, cv_global, self.layout.num_views, s)
+        views = tile_opencv(x, plan, cv_global, self.layout.num_views, s, self._outputs)
         rest = [i for i in self._global if i not in cv_global]
         if rest:  # bilinear-aa, or an ERP smaller than a view: the torch filter on floats
             glob = box_resize(as_erp_batch(x), s, self.global_resize).to(views.dtype)
