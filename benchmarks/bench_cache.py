@@ -3,21 +3,18 @@
     python benchmarks/bench_cache.py [--quick] [--size HxW]
 
 Both grids run the same cells (mlp, bimamba) x (none, densecl) x 1 seed on the tiny preset
-with the same synthetic data, in this process; the per-cell grid gives every cell its own
-empty cache (what a grid without a shared cache pays). For a fair wall-clock comparison on
-a machine other processes load:
+with the same synthetic data; the per-cell grid gives every cell its own empty cache (what a
+grid without a shared cache pays). The two grids run **at the same time**, each in its own
+process with one torch thread, after each has run one untimed warm-up cell (imports, first
+model build, the Java tokenizer) and both have said they are ready: on a machine that other
+processes load, both grids then get the same share of it, and the wall ratio follows the work
+each does instead of when each ran. (The first version timed the shared grid first, in one
+process, and it paid the one-time costs: 0.76-0.84x under load, 1.74x with the order swapped.)
 
-- one untimed warm-up cell runs first (imports, first model build, the Java tokenizer,
-  disk caches): whichever grid ran first used to pay them - the old version of this script
-  always timed the shared grid first and measured 0.76-0.84x on a loaded machine, 1.74x
-  with the order swapped;
-- the cells are interleaved in ABBA order (shared, per-cell, per-cell, shared, ...) so a
-  change of load hits both grids alike.
-
-Reported: wall ratio (per-cell / shared, the ``speedup``), CPU-time ratio (this process +
-its children, e.g. Java: robust to load), encoder image passes, cache hits, and the load
-average before and after. Last line: {"bench": "bench_cache", "speedup": s,
-"encoder_image_passes_cached": a, "encoder_image_passes_uncached": b, ...}.
+Reported per grid: wall and CPU seconds (process + children, e.g. Java), encoder image
+passes, cache hits; the load average before and after. Last line: {"bench": "bench_cache",
+"speedup": s (wall, per-cell / shared), "encoder_image_passes_cached": a,
+"encoder_image_passes_uncached": b, "cpu_speedup": c, ...}.
 """
 
 from __future__ import annotations
@@ -25,9 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+GRIDS = ("shared", "per-cell")
 
 
 def cpu_seconds() -> float:
@@ -35,11 +36,8 @@ def cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer images and steps (< 2 minutes on a quiet machine)")
-    ap.add_argument("--size", default="128x256", help="synthetic panorama size HxW (default 128x256)")
-    args = ap.parse_args()
+def run_one(grid: str, root: Path, steps: int) -> None:
+    """Child process: warm up, say ready, wait for go, run the grid, write its numbers."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -47,50 +45,77 @@ def main() -> None:
     from cora_kit.bench.grid import build_grid
     from cora_kit.bench.merge import load_cell_records
     from cora_kit.bench.runner import BenchSpec, run_grid
+
+    overrides = [f"stages.stage{k}.max_steps={steps}" for k in (1, 2, 3)] + ["eval.metrics=[cider]"]
+    cells = build_grid(["mlp", "bimamba"], ["none", "densecl"], 1)
+    shared = grid == "shared"
+
+    def spec(cell_list: list) -> BenchSpec:
+        return BenchSpec(cells=cell_list, preset="tiny", data=str(root / "data"), overrides=overrides,
+                         use_shared_cache=shared)
+
+    run_grid(spec(cells[:1]), root / f"warm-up-{grid}")
+    (root / f"ready-{grid}").touch()
+    while not (root / "go").exists():
+        time.sleep(0.05)
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    progress = run_grid(spec(cells), root / grid)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    if progress.failed:
+        raise SystemExit(f"{grid}: cells failed: {progress.failed}")
+    records = load_cell_records(root / grid)
+    result = {"wall": wall, "cpu": cpu, "passes": sum(r["encoder_image_passes"] for r in records),
+              "hits": sum(r["cache_hits"] for r in records)}
+    (root / f"result-{grid}.json").write_text(json.dumps(result))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer images and steps (< 2 minutes on a quiet machine)")
+    ap.add_argument("--size", default="128x256", help="synthetic panorama size HxW (default 128x256)")
+    ap.add_argument("--child", choices=GRIDS, help=argparse.SUPPRESS)
+    ap.add_argument("--root", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    n_train, steps = (24, 2) if args.quick else (96, 8)
+    if args.child:
+        run_one(args.child, Path(args.root), steps)
+        return
     from cora_kit.data.synth import ensure_synthetic
 
     h, w = (int(v) for v in args.size.lower().split("x"))
-    n_train, steps = (24, 2) if args.quick else (96, 8)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        data = root / "data"
-        ensure_synthetic(data, n_train=n_train, n_val=4, n_test=8, size=(h, w), seed=0)
-        overrides = [f"stages.stage{k}.max_steps={steps}" for k in (1, 2, 3)] + ["eval.metrics=[cider]"]
-        cells = build_grid(["mlp", "bimamba"], ["none", "densecl"], 1)
-
-        def spec(cell_list: list, shared: bool) -> BenchSpec:
-            return BenchSpec(cells=cell_list, preset="tiny", data=str(data), overrides=overrides, use_shared_cache=shared)
-
-        t0 = time.perf_counter()
-        run_grid(spec(cells[:1], False), root / "warm-up")
-        warmup = time.perf_counter() - t0
-        wall = {True: 0.0, False: 0.0}
-        cpu = {True: 0.0, False: 0.0}
-        for k, cell in enumerate(cells):
-            for shared in ((True, False) if k % 2 == 0 else (False, True)):
-                t0, c0 = time.perf_counter(), cpu_seconds()
-                progress = run_grid(spec([cell], shared), root / ("shared" if shared else "per-cell"))
-                wall[shared] += time.perf_counter() - t0
-                cpu[shared] += cpu_seconds() - c0
-                if progress.failed:
-                    raise SystemExit(f"cell {cell.cell_id} failed (shared={shared}): see {root}")
-        passes = {s: sum(r["encoder_image_passes"] for r in load_cell_records(root / n)) for s, n in
-                  ((True, "shared"), (False, "per-cell"))}
-        hits = {s: sum(r["cache_hits"] for r in load_cell_records(root / n)) for s, n in
-                ((True, "shared"), (False, "per-cell"))}
+        ensure_synthetic(root / "data", n_train=n_train, n_val=4, n_test=8, size=(h, w), seed=0)
+        base = [sys.executable, __file__, "--root", str(root)] + (["--quick"] if args.quick else [])
+        log = open(root / "children.log", "w")
+        procs = {g: subprocess.Popen(base + ["--child", g], stdout=log, stderr=subprocess.STDOUT) for g in GRIDS}
+        while not all((root / f"ready-{g}").exists() for g in GRIDS):
+            if any(p.poll() not in (None, 0) for p in procs.values()):
+                log.close()
+                raise SystemExit("a grid failed before it started:\n" + (root / "children.log").read_text()[-3000:])
+            time.sleep(0.05)
+        (root / "go").touch()
+        for g, p in procs.items():
+            if p.wait() != 0:
+                log.close()
+                raise SystemExit(f"grid {g} failed:\n" + (root / "children.log").read_text()[-3000:])
+        log.close()
+        res = {g: json.loads((root / f"result-{g}.json").read_text()) for g in GRIDS}
     load_after = os.getloadavg()
-    print(f"2x2x1 grid, tiny preset, {n_train} train images {h}x{w}, {steps} steps per stage; cells interleaved "
-          f"ABBA after a {warmup:.0f} s warm-up cell; load average {load_before[0]:.1f} before, "
-          f"{load_after[0]:.1f} after ({os.cpu_count()} CPUs)")
+    print(f"2x2x1 grid, tiny preset, {n_train} train images {h}x{w}, {steps} steps per stage; the two grids run "
+          f"at the same time (one process and one torch thread each, after a warm-up cell each); load average "
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after ({os.cpu_count()} CPUs)")
     print(f"{'grid':<16}{'wall s':>10}{'CPU s':>10}{'encoder image passes':>24}{'cache hits':>12}")
-    for shared, label in ((True, "shared cache"), (False, "per-cell cache")):
-        print(f"{label:<16}{wall[shared]:>10.1f}{cpu[shared]:>10.1f}{passes[shared]:>24}{hits[shared]:>12}")
-    speedup, cpu_speedup = wall[False] / wall[True], cpu[False] / cpu[True]
+    for g, label in (("shared", "shared cache"), ("per-cell", "per-cell cache")):
+        r = res[g]
+        print(f"{label:<16}{r['wall']:>10.1f}{r['cpu']:>10.1f}{r['passes']:>24}{r['hits']:>12}")
+    s, p = res["shared"], res["per-cell"]
+    speedup, cpu_speedup = p["wall"] / s["wall"], p["cpu"] / s["cpu"]
     print(f"speedup (per-cell / shared): wall {speedup:.2f}x, CPU {cpu_speedup:.2f}x")
     print(json.dumps({"bench": "bench_cache", "speedup": round(speedup, 3),
-                      "encoder_image_passes_cached": passes[True], "encoder_image_passes_uncached": passes[False],
-                      "cpu_speedup": round(cpu_speedup, 3), "cache_hits_cached": hits[True],
+                      "encoder_image_passes_cached": s["passes"], "encoder_image_passes_uncached": p["passes"],
+                      "cpu_speedup": round(cpu_speedup, 3), "cache_hits_cached": s["hits"],
                       "image_size": [h, w], "load_avg_1m": [round(load_before[0], 2), round(load_after[0], 2)]}))
 
 

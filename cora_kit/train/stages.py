@@ -177,38 +177,44 @@ class FeatureProvider:
             yield [keys[i] for i in index], views
 
     @torch.no_grad()
-    def _prefixes(self, items: dict[str, dict[str, Any]], workers: int = 0) -> dict[str, torch.Tensor]:
-        """Prefix ``[V,P,Dv]`` per hash of ``items`` (hash -> item): cached or computed."""
-        got = self.prefix_cache.get(items)
-        self.stats["cache_hits"] += len(got)
-        missing = {h: i for h, i in items.items() if h not in got}
-        for sub, views in self._view_batches(missing, workers):
+    def _computed(self, items: dict[str, dict[str, Any]], workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        """This provider's features for ``items`` (hash -> item), one batch at a time, each
+        stored as it is made: Stage 1 the prefix; stages 2-3 the final features, from the
+        cached prefix where there is one, else from views decoded and tiled by one
+        DataLoader over all the rest (``workers`` processes)."""
+        lost: set[str] = set()
+        with_prefix = [h for h in items if h in self.prefix_cache] if self.stage != 1 else []
+        for start in range(0, len(with_prefix), self.batch_size):
+            sub = with_prefix[start : start + self.batch_size]
+            got = self.prefix_cache.get(sub)
+            self.stats["cache_hits"] += len(got)
+            lost.update(h for h in sub if h not in got)  # corrupt: dropped, remade from the image
+            if got:
+                yield self._finish(got)
+        need = {h: i for h, i in items.items() if h not in self.prefix_cache or h in lost}
+        for sub, views in self._view_batches(need, workers):
             with self._forked():
                 feats = self.model.encode_frozen(views.to(self.device), 1).float().cpu()
             fresh = dict(zip(sub, feats, strict=True))
             self.prefix_cache.put(fresh)
             self.stats["encoder_image_passes"] += len(sub)
-            got.update(fresh)
-        return got
+            yield self._finish(fresh)
 
-    @torch.no_grad()
-    def _finals(self, items: dict[str, dict[str, Any]], workers: int = 0) -> dict[str, torch.Tensor]:
-        """Final features (stages 2, 3) per hash, made from the prefix and stored."""
-        prefixes = self._prefixes(items, workers)
-        keys = list(items)
-        out: dict[str, torch.Tensor] = {}
-        for start in range(0, len(keys), self.batch_size):
-            sub = keys[start : start + self.batch_size]
-            hidden = torch.stack([prefixes[h] for h in sub]).to(self.device)
-            with self._forked():
-                final = self.model.encode_trainable(hidden, 1).float().cpu()
-            out.update(zip(sub, final, strict=True))
+    def _finish(self, prefixes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Stage 1: the prefixes; stages 2-3: final features made from them and stored."""
+        if self.stage == 1:
+            return prefixes
+        keys = list(prefixes)
+        hidden = torch.stack([prefixes[h] for h in keys]).to(self.device)
+        with self._forked():
+            final = self.model.encode_trainable(hidden, 1).float().cpu()
+        out = dict(zip(keys, final, strict=True))
         self.cache.put(out)
         return out
 
     def fill(self, items: Sequence[dict[str, Any]], on_chunk: Callable[[int], None] | None = None) -> int:
         """Store the features of every item not cached yet; returns how many were made.
-        Decoding and tiling run in ``num_workers`` DataLoader workers."""
+        Decoding and tiling run in ``num_workers`` DataLoader workers (one loader)."""
         self.cache.refresh()
         self.prefix_cache.refresh()
         todo: dict[str, dict[str, Any]] = {}
@@ -220,14 +226,10 @@ class FeatureProvider:
             elif h not in todo:
                 todo[h] = item
         self.stats["cache_hits"] += len(cached)
-        keys = list(todo)
-        chunk_size = self.batch_size * 8
-        for start in range(0, len(keys), chunk_size):
-            chunk = {h: todo[h] for h in keys[start : start + chunk_size]}
-            self._prefixes(chunk, self.num_workers) if self.stage == 1 else self._finals(chunk, self.num_workers)
+        for made in self._computed(todo, self.num_workers):
             if on_chunk is not None:
-                on_chunk(len(chunk))
-        return len(keys)
+                on_chunk(len(made))
+        return len(todo)
 
     def features(self, items: Sequence[dict[str, Any]]) -> torch.Tensor:
         """``[B,V,P,Dv]`` for ``items`` (missing/corrupt entries are recomputed and stored);
@@ -235,8 +237,8 @@ class FeatureProvider:
         hashes = [self.item_hash(i) for i in items]
         got = self.cache.get(hashes)
         missing = {h: i for h, i in zip(hashes, items, strict=True) if h not in got}
-        if missing:
-            got.update(self._prefixes(missing) if self.stage == 1 else self._finals(missing))
+        for made in self._computed(missing):
+            got.update(made)
         out = torch.stack([got[h] for h in hashes])
         if self.stage == 1 and self.views is not None:
             out = out[:, self.views]
