@@ -34,7 +34,9 @@ BACKENDS = ("auto", "opencv", "torch")
 
 
 class TilerParams(PluginParams):
-    """Options shared by the ERP tilers."""
+    """Options shared by the ERP tilers: view ``size``, ``include_global``, ``global_resize``
+    (``area`` or ``bilinear-aa``) and ``backend`` (``auto``, ``opencv`` or ``torch``, see
+    ``tilers.base``)."""
 
     size: int = 256
     include_global: bool = True
