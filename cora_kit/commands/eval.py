@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +52,9 @@ def _metric_params(names: list[str], timeout: float | None, corenlp: Path | None
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from cora_kit.fs import write_text_atomic
+
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _print_table(report: scoring.ScoreReport, title: str) -> None:
@@ -125,6 +124,10 @@ def eval_command(
         " (or $CORA_KIT_SPICE_CORENLP_DIR).",
     ),
     strict: bool = typer.Option(False, "--strict", help="Fail instead of reporting NaN."),
+    max_chars: int = typer.Option(
+        scoring.MAX_CAPTION_CHARS, "--max-chars", min=1,
+        help="Captions longer than this many characters are truncated (with a warning) before scoring.",
+    ),
 ) -> None:
     """Score predictions: --predictions + --references, or --run runs/NAME."""
     if ctx.invoked_subcommand is not None:
@@ -139,8 +142,16 @@ def eval_command(
         names,
         params=_metric_params(names, timeout, spice_corenlp_dir),
         strict=strict,
+        max_chars=max_chars,
     )
     payload = report.to_json()
+    if report.truncated:
+        t = report.truncated
+        Console(stderr=True).print(
+            f"warning: {t['predictions']} prediction(s) and the references of {t['references']} id(s) were longer"
+            f" than {t['max_chars']} characters and were truncated before scoring (--max-chars)",
+            highlight=False, soft_wrap=True,
+        )
     if out is not None:
         _write_json(out, payload)
     if as_json:

@@ -2,10 +2,9 @@
 
     rows = caption_files(model, panorama_files(["pano.jpg", "folder/"]), DEFAULT_QUERY)
 
-The vision path is the one training used: panorama file -> uint8 ERP (the one reader,
-``cora_kit.data.images``: header check, colour mode, 2:1) -> tiler (its CPU fast path, in
-``config.data.num_workers`` DataLoader workers: ``cora_kit.data.TiledImages``) -> encoder
-(all blocks) -> resampler -> projector -> fusion -> LLM ``generate``.
+The vision path is the one training used: ERP ``[B,3,H,W]`` in [0,1] -> tiler -> encoder
+(all blocks) -> resampler -> projector -> fusion -> LLM ``generate``. Panorama files are
+read by ``cora_kit.data.images`` (the one ERP reader: header check, colour mode, 2:1).
 """
 
 from __future__ import annotations
@@ -15,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from cora_kit.data.dataset import TiledImages, tile_function, tiled_batches
 from cora_kit.data.images import IMAGE_SUFFIXES, check_erp, read_erp
 from cora_kit.errors import ConfigError, DataError
+from cora_kit.serving.captioner import CaptionResult, Captioner
 from cora_kit.train.protocol import CoraModelLike
 
 #: the synthetic set's describe-style query (cora_kit/data/captions.py, kind "describe")
@@ -60,43 +59,51 @@ def read_panorama(path: Path) -> torch.Tensor:
     return read_erp(path)
 
 
+def read_queries_csv(path: str | Path) -> list[tuple[Path, str]]:
+    """``(image, query)`` rows of a CSV with columns ``image`` and ``query`` (header first;
+    an image may appear on several rows). Relative image paths resolve against the CSV's
+    folder. Errors name the file and row (rows numbered as lines, the header is row 1)."""
+    import csv
+
+    p = Path(path)
+    try:
+        with p.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"image", "query"} - set(reader.fieldnames or [])
+            if missing:
+                raise DataError(f"{p}: missing column(s) {', '.join(sorted(missing))}; expected a header 'image,query'")
+            rows: list[tuple[Path, str]] = []
+            for n, row in enumerate(reader, start=2):
+                image, query = (row.get("image") or "").strip(), (row.get("query") or "").strip()
+                if not image:
+                    raise DataError(f"{p}: row {n}: empty image")
+                if not query:
+                    raise DataError(f"{p}: row {n}: empty query")
+                f = Path(image) if Path(image).is_absolute() else p.parent / image
+                if not f.is_file():
+                    raise DataError(f"{p}: row {n}: {f}: no such file")
+                rows.append((f, query))
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{p}: not a UTF-8 CSV file ({exc})") from None
+    if not rows:
+        raise DataError(f"{p}: no rows")
+    return rows
+
+
 # --- captioning ---------------------------------------------------------------------
 
 
-@torch.no_grad()
 def caption_erps(
-    model: CoraModelLike, erps: Sequence[torch.Tensor], queries: Sequence[str], max_new_tokens: int = 32, num_beams: int = 1
+    model: CoraModelLike, erps: Sequence[torch.Tensor], queries: Sequence[str], max_new_tokens: int = 32,
+    num_beams: int = 1, precision: str | None = None,
 ) -> list[str]:
-    """Captions for ERPs (each ``[3,H,W]``, uint8 or float in [0,1], any 2:1 size) and one
-    query each. uint8 ERPs (``read_erp(path, dtype=torch.uint8)``) are tiled as training and
-    ``caption_files`` tile them (the tiler's CPU fast path); float ERPs take the tiler's
-    exact float path, whose views differ by the uint8 rounding (<= 0.5/255)."""
-    if len(erps) != len(queries):
-        raise ValueError(f"{len(erps)} panoramas but {len(queries)} queries")
-    if not erps:
-        return []
-    device = _device(model)
-    views = []
-    for erp in erps:  # sizes may differ between files: tile one at a time, batch the rest
-        if erp.dim() != 3 or erp.shape[0] != 3:
-            raise ValueError(f"caption_erps expects ERP [3,H,W]; got {list(erp.shape)}")
-        x = erp.unsqueeze(0) if erp.dtype == torch.uint8 else erp.unsqueeze(0).to(device)  # uint8: on the CPU
-        views.append(model.tile(x).to(device))
-    return caption_views(model, torch.cat(views), queries, max_new_tokens, num_beams)
-
-
-@torch.no_grad()
-def caption_views(
-    model: CoraModelLike, views: torch.Tensor, queries: Sequence[str], max_new_tokens: int = 32, num_beams: int = 1
-) -> list[str]:
-    """Captions for tiled panoramas ``views`` ``[B,V,3,s,s]`` and one query each."""
-    hidden = model.encode_frozen(views.to(_device(model)), 3)
-    latent = model.resample(model.encode_trainable(hidden, 3))
-    return model.generate(latent, list(queries), max_new_tokens=max_new_tokens, num_beams=num_beams)
-
-
-def _device(model: CoraModelLike) -> torch.device:
-    return next(model.parameters()).device
+    """Captions for ERPs (each ``[3,H,W]`` in [0,1], any 2:1 size) and one query each, in
+    one batch (``Captioner.caption_erps``: the encoder runs on every view at once);
+    ``precision`` defaults to the model config's (``auto``: bf16 autocast on CUDA)."""
+    return Captioner(model, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                     precision=precision or model.config.precision).caption_erps(erps, queries)
 
 
 def caption_files(
@@ -107,42 +114,29 @@ def caption_files(
     num_beams: int | None = None,
     batch_size: int | None = None,
     on_batch: Callable[[list[dict[str, str]]], None] | None = None,
+    precision: str | None = None,
 ) -> list[dict[str, str]]:
-    """Rows ``{"image", "query", "caption"}`` in file order; decoding options default to
-    the model config's ``eval`` section. Every file is header-checked before any work;
-    files are decoded (uint8) and tiled in ``config.data.num_workers`` DataLoader workers
-    (``cora_kit.data.TiledImages``), as in training."""
-    ev = model.config.eval
-    max_new_tokens = ev.max_new_tokens if max_new_tokens is None else max_new_tokens
-    num_beams = ev.num_beams if num_beams is None else num_beams
-    batch_size = ev.batch_size if batch_size is None else batch_size
-    if max_new_tokens < 1 or num_beams < 1 or batch_size < 1:
-        raise ConfigError(
-            f"max_new_tokens, beams and batch size must be >= 1; got {max_new_tokens}, {num_beams}, {batch_size}"
-        )
+    """Rows ``{"image", "query", "caption"}`` in file order (``Captioner.caption`` with one
+    query); decoding options default to the model config's ``eval`` section, ``precision``
+    to its ``precision``."""
+    cap = Captioner(model, max_new_tokens=max_new_tokens, num_beams=num_beams, batch_size=batch_size,
+                    precision=precision or model.config.precision)
     if not query.strip():
         raise ConfigError("the query is empty")
-    for f in files:
-        check_panorama(f)
-    rows: list[dict[str, str]] = []
-    data = TiledImages([{"image_path": str(f)} for f in files], tile_function(model))
-    workers = model.config.data.num_workers if len(files) > batch_size else 0
-    for index, views in tiled_batches(data, batch_size, workers):
-        chunk = [files[i] for i in index]
-        texts = caption_views(model, views, [query] * len(chunk), max_new_tokens, num_beams)
-        new = [{"image": str(f), "query": query, "caption": t} for f, t in zip(chunk, texts, strict=True)]
-        rows.extend(new)
-        if on_batch is not None:
-            on_batch(new)
-    return rows
+
+    def rows(results: list[CaptionResult]) -> list[dict[str, str]]:
+        return [{"image": r.image, "query": r.query, "caption": r.caption} for r in results]
+
+    hook = None if on_batch is None else (lambda new: on_batch(rows(new)))
+    return rows(cap.caption(list(files), query, on_batch=hook))
 
 
 __all__ = [
     "DEFAULT_QUERY",
     "caption_erps",
     "caption_files",
-    "caption_views",
     "check_panorama",
     "panorama_files",
     "read_panorama",
+    "read_queries_csv",
 ]

@@ -7,7 +7,9 @@ earlier stages' weights, then per stage Stage-1 diagnostics around ``StageRun``
 (``stage_run.py``: schedule, feature cache, AdamW with warmup + cosine, accumulation,
 clipping, resumable checkpoints), and last the test-split evaluation and ``summary.md``.
 Checkpoints hold trainable weights only (safetensors) plus a weights-only resume state;
-Ctrl-C saves one before leaving, a non-finite loss stops the stage and keeps the last.
+Ctrl-C saves one before leaving, a non-finite loss stops the stage and keeps the last good
+one. The run holds ``run.lock`` of its folder throughout (``lock.py``), and a kill at any
+moment leaves a folder ``--resume`` completes exactly (``checkpoint.py``, ``run_dir.py``).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from cora_kit.train import distributed as dist_utils
 from cora_kit.train import report
 from cora_kit.train.context import NonFiniteLossError, RunContext, RunResult, StageResult, StepCallback, seed_everything
 from cora_kit.train.data import Splits, load_splits
+from cora_kit.train.lock import one_writer
 from cora_kit.train.protocol import CoraModelLike, ModelFactory
 from cora_kit.train.run_dir import RunDir
 from cora_kit.train.stage_run import StageRun
 from cora_kit.train.stages import STEP_FNS
+from cora_kit.train.trackers import Trackers, check_available
 
 
 def _load_previous(model: CoraModelLike, before: int, sources: Sequence[Path]) -> list[str]:
@@ -52,9 +56,10 @@ def _load_previous(model: CoraModelLike, before: int, sources: Sequence[Path]) -
 
 
 def _open_run(config: CoraConfig, out_dir: Path, stages: list[int], resume: bool, feature_cache_dir: str | Path | None,
-              progress: bool, plain_progress: bool, on_step: StepCallback | None) -> RunContext:
-    """Process group, device and run folder (refused when it holds stages and not resuming)."""
-    info = dist_utils.setup(resolve_device(config.device).type)
+              progress: bool, plain_progress: bool, on_step: StepCallback | None,
+              info: dist_utils.DistInfo) -> RunContext:
+    """Device and run folder (refused when it holds stages and not resuming) in the process
+    group ``info``, and the experiment trackers of ``config.logging`` (rank 0)."""
     device = resolve_device(config.device, info.local_rank if info.enabled else None)
     rd = RunDir(out_dir, writer=info.is_main)
     if not resume and any(rd.stage(s).exists() for s in stages):  # every rank checks: no hang
@@ -62,7 +67,16 @@ def _open_run(config: CoraConfig, out_dir: Path, stages: list[int], resume: bool
     dist_utils.barrier(info)
     rd.prepare()
     cache_dir = Path(feature_cache_dir) if feature_cache_dir else out_dir.parent / ".feature-cache"
-    return RunContext(config, rd, info, device, cache_dir, progress, plain_progress, on_step)
+    ctx = RunContext(config, rd, info, device, cache_dir, progress, plain_progress, on_step)
+    if rd.writer:
+        lg = config.logging
+        ctx.trackers = Trackers.open(
+            lg.loggers, out_dir, config.model_dump(mode="json"), project=lg.project, wandb_mode=lg.wandb_mode,
+            wandb_entity=lg.wandb_entity, group=lg.group, mlflow_tracking_uri=lg.mlflow_tracking_uri,
+        )
+        if ctx.trackers.names:
+            ctx.say(f"logging to metrics.jsonl and {', '.join(ctx.trackers.names)}")
+    return ctx
 
 
 def _record_model(ctx: RunContext, model: CoraModelLike, first_stage: int, from_run: str | Path | None) -> None:
@@ -74,15 +88,28 @@ def _record_model(ctx: RunContext, model: CoraModelLike, first_stage: int, from_
     _load_previous(model, first_stage, [rd.root] + ([Path(from_run)] if from_run else []))
 
 
+def _recorded_diagnostics(rd: RunDir) -> dict:
+    """diagnostics.json as an earlier attempt left it ({} when absent or unreadable)."""
+    try:
+        data = json.loads(rd.diagnostics.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _diagnostics_before(ctx: RunContext, model: CoraModelLike, stages: list[int], splits: Splits, resume: bool) -> dict | None:
-    """Stage-1 diagnostics of the untrained resampler (or the ones an earlier attempt wrote)."""
-    if 1 not in stages:
+    """Stage-1 diagnostics of the untrained resampler: the ones an earlier attempt recorded,
+    else measured now (the model still holds its initial weights) and written at once, so no
+    kill after this point can lose them. Rank 0 only (the other ranks go on to their next
+    stage's cache fill)."""
+    if 1 not in stages or not splits.stage1_val or not ctx.dist.is_main:
         return None
-    if splits.stage1_val and not (resume and ckpt.is_done(ctx.rd.stage(1))):
-        return report.stage1_diagnostics(model, splits.stage1_val, ctx)
-    if ctx.rd.diagnostics.is_file():
-        return json.loads(ctx.rd.diagnostics.read_text()).get("before")
-    return None
+    recorded = _recorded_diagnostics(ctx.rd) if resume else {}
+    if recorded.get("before") is not None:
+        return recorded["before"]
+    before = report.stage1_diagnostics(model, splits.stage1_val, ctx)
+    ctx.rd.write_json(ctx.rd.diagnostics, {"split": "stage1_val", "before": before, "after": None})
+    return before
 
 
 def _train_stages(ctx: RunContext, model: CoraModelLike, stages: list[int], splits: Splits, resume: bool,
@@ -93,21 +120,26 @@ def _train_stages(ctx: RunContext, model: CoraModelLike, stages: list[int], spli
         if not getattr(ctx.config.stages, f"stage{stage}").enabled:
             continue
         stage_dir = ctx.rd.stage(stage)
-        if resume and ckpt.is_done(stage_dir):
+        trained = not (resume and ckpt.is_done(stage_dir))
+        if not trained:
+            if ctx.rd.writer:
+                ckpt.tidy_done(stage_dir)  # checkpoints a kill left after done.json
             model.set_stage(stage)
             model.load_trainable_state_dict(ckpt.load_final(stage_dir), strict=True)
             result.stages[stage] = StageResult(stage, 0, {}, {}, 0.0, skipped=True)
-            continue
-        items = splits.stage1_train if stage == 1 else splits.train
-        result.stages[stage] = StageRun(ctx, model, stage, items, resume).run()
-        if stage == 1 and splits.stage1_val:
+        else:
+            items = splits.stage1_train if stage == 1 else splits.train
+            result.stages[stage] = StageRun(ctx, model, stage, items, resume).run()
+        if stage == 1 and diag_before is not None and (trained or _recorded_diagnostics(ctx.rd).get("after") is None):
+            # (rank 0) after a kill between done.json and diagnostics.json, the finished stage is measured now
             after = report.stage1_diagnostics(model, splits.stage1_val, ctx)
             result.diagnostics = {"split": "stage1_val", "before": diag_before, "after": after}
             ctx.rd.write_json(ctx.rd.diagnostics, result.diagnostics)
     if result.diagnostics is None and ctx.rd.diagnostics.is_file():
-        result.diagnostics = json.loads(ctx.rd.diagnostics.read_text())
+        result.diagnostics = _recorded_diagnostics(ctx.rd)
 
 
+@one_writer
 def run(
     config: CoraConfig,
     out_dir: str | Path,
@@ -128,24 +160,49 @@ def run(
     ``model_factory(config, device)`` builds the model (``cora_kit.pipeline.CoraModel.
     from_config`` for real runs). ``feature_cache_dir`` defaults to
     ``<out_dir>/../.feature-cache`` (shared by runs in one output folder). ``from_run``
-    supplies earlier stages' weights.
+    supplies earlier stages' weights. Metrics go to ``metrics.jsonl`` and to the trackers of
+    ``config.logging`` (closed - as failed when an exception leaves - before ``run``
+    returns). Under torchrun the process group gets ``distributed.timeout_s`` and is
+    destroyed at the end when this run created it.
     """
     t_start = time.perf_counter()
     wanted = sorted(set(int(s) for s in stages))
     if not wanted or any(s not in STEP_FNS for s in wanted):
         raise CoraKitError(f"stages must be a subset of 1,2,3; got {wanted}")
-    ctx = _open_run(config, Path(out_dir), wanted, resume, feature_cache_dir, progress, plain_progress, on_step)
+    check_available(config.logging.loggers)  # every rank, before anything is written
+    info = dist_utils.setup(resolve_device(config.device).type, config.distributed.timeout_s)
+    try:
+        ctx = _open_run(config, Path(out_dir), wanted, resume, feature_cache_dir, progress, plain_progress, on_step,
+                        info)
+        failed = True
+        try:
+            result = _train_and_evaluate(ctx, config, out_dir, wanted, model_factory, resume, from_run, splits,
+                                         evaluate, t_start)
+            failed = False
+        finally:
+            ctx.trackers.close(failed=failed)
+        return result
+    finally:
+        dist_utils.teardown(info)  # a group this run created is destroyed, on errors too
+
+
+def _train_and_evaluate(ctx: RunContext, config: CoraConfig, out_dir: str | Path, wanted: list[int],
+                        model_factory: ModelFactory, resume: bool, from_run: str | Path | None,
+                        splits: Splits | None, evaluate: bool, t_start: float) -> RunResult:
+    """Build the model, train the stages, evaluate (every rank captions its shard of the test
+    split; rank 0 scores) and write ``summary.md``."""
     seed_everything(config.seed)
     model = model_factory(config, ctx.device)
     splits = splits if splits is not None else load_splits(config)
     _record_model(ctx, model, wanted[0], from_run)
     result = RunResult(Path(out_dir))
     _train_stages(ctx, model, wanted, splits, resume, result)
-    if evaluate and max(wanted) >= 2 and ctx.dist.is_main:
+    if evaluate and max(wanted) >= 2:
         result.scores = report.evaluate_test(model, splits, ctx)
     dist_utils.barrier(ctx.dist)
     result.seconds = time.perf_counter() - t_start
     result.cache_stats = dict(ctx.cache_stats)
+    ctx.trackers.log_final(result.scores, result.diagnostics)
     if ctx.dist.is_main:
         report.write_summary(ctx.rd, config, result, splits, model.plugin_metadata())
     return result

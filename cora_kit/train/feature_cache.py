@@ -11,9 +11,9 @@ cache key and a CRC32 of every entry.
 
 Nothing is trusted: a shard that cannot be parsed (truncated, corrupt) is deleted, an
 entry whose key, shape or checksum does not match is dropped, and the caller recomputes
-what is missing. Writes are atomic (temp file + rename; no fsync: a shard a crash leaves
-broken fails those checks and is remade), so concurrent runs sharing one cache folder (an
-ablation grid, DDP ranks) never see half a shard. Shards are never modified once written,
+what is missing. Writes are atomic (``cora_kit.fs``: temp file, fsync, rename), so
+concurrent runs sharing one cache folder (an ablation grid, DDP ranks) never see half a
+shard. Shards are never modified once written,
 so the index of a namespace (which entry lives in which shard) is read once per process
 and shared by every ``FeatureCache`` on it; ``refresh`` reads only shards added since.
 """
@@ -30,13 +30,15 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors_bytes
 
-from cora_kit.train.checkpoint import atomic_write
+from cora_kit.fs import atomic_write_bytes, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-FORMAT = "cora-kit-features-v2"
+FORMAT = "cora-kit-features-v2"  # v2: entries keyed by file bytes (``file_hash``)
+#: empty file in a namespace folder whose mtime is the last time a run opened it
+LAST_USED = "last_used"
 _READ_CHUNK = 1 << 20
 
 
@@ -100,7 +102,8 @@ class FeatureCache:
         key_file = self.dir / "key.json"
         if not key_file.is_file():
             payload = json.dumps({"format": FORMAT, "key": key, "dtype": str(dtype)}, indent=2)
-            atomic_write(key_file, lambda tmp: tmp.write_text(payload, encoding="utf-8"))
+            write_text_atomic(key_file, payload)
+        (self.dir / LAST_USED).touch()  # `cora-kit cache info` / `prune --older-than` read it
         self.stats = {"hits": 0, "misses": 0, "writes": 0, "rejected": 0}
         shared = _INDEXES.setdefault(self.dir.resolve(), _Index())
         self._index = shared.entries
@@ -187,7 +190,7 @@ class FeatureCache:
         shard = self.dir / f"shard-{name_digest}.safetensors"
         info = {h: {"crc": _crc(t), "shape": list(t.shape)} for h, t in todo.items()}
         meta = {"format": FORMAT, "key": self.key, "entries": json.dumps(info, sort_keys=True)}
-        atomic_write(shard, lambda tmp: save_file(todo, str(tmp), metadata=meta), fsync=False)
+        atomic_write_bytes(shard, save_safetensors_bytes(todo, metadata=meta))
         st = shard.stat()
         self._scanned.add((shard, st.st_size, st.st_mtime_ns))
         for h, i in info.items():
@@ -196,4 +199,4 @@ class FeatureCache:
         return shard
 
 
-__all__ = ["FeatureCache", "file_hash", "image_hash"]
+__all__ = ["FORMAT", "LAST_USED", "FeatureCache", "file_hash", "image_hash"]

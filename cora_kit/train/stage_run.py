@@ -1,14 +1,17 @@
 """One stage's training, in named steps (``StageRun.run``):
 
-1. ``prepare``: apply the freeze schedule, seed, fill the frozen-feature cache, and with
-   ``--batch-size auto`` pick the micro-batch;
+1. ``prepare``: apply the freeze schedule, seed this rank's random streams, split the
+   effective batch over the ranks (``split_for_world``), fill the frozen-feature cache,
+   and with ``--batch-size auto`` pick the micro-batch;
 2. ``build_optimizer``: AdamW over the stage's groups, warmup + cosine schedule;
 3. ``restore``: with ``--resume``, weights, optimizer, scheduler, RNG and data position of
-   the last checkpoint;
+   the newest complete checkpoint (said); without one, the stage starts over (what an
+   interrupted first save left is removed, its metric rows dropped);
 4. ``wrap``: the step function as one module (DDP all-reduces its gradients);
 5. ``loop``: optimizer steps of ``grad_accum`` micro-batches (``accumulate``), clipping,
    logging, periodic checkpoints (``save``); Ctrl-C saves one before leaving, a non-finite
-   loss stops the stage and keeps the last;
+   loss stops the stage and keeps the last good one (``non_finite``: a checkpoint is good
+   once its weights gave a finite loss);
 6. ``finish``: final weights + ``done.json``.
 """
 
@@ -47,9 +50,10 @@ class StepModule(torch.nn.Module):
 
 def auto_batch(ctx: RunContext, model: CoraModelLike, stage: int, cfg: StageConfig, provider: FeatureProvider,
                items: Sequence[dict[str, Any]]) -> StageConfig:
-    """``--batch-size auto``: split the stage's effective batch by what fits; the choice is
-    printed and written into the run's config.yaml."""
-    from cora_kit.train.autobatch import search_stage_batch
+    """``--batch-size auto``: split this rank's share of the stage's effective batch by what
+    fits (every rank searches, all take the smallest choice); the choice is printed and
+    written into the run's config.yaml."""
+    from cora_kit.train.autobatch import plan_split, search_stage_batch
 
     sample = provider.features(items[:1])
     fn = STEP_FNS[stage]
@@ -65,13 +69,20 @@ def auto_batch(ctx: RunContext, model: CoraModelLike, stage: int, cfg: StageConf
         return loss
 
     with torch.random.fork_rng(devices=[ctx.device.index or 0] if ctx.device.type == "cuda" else []):
-        plan = search_stage_batch(step, cfg.batch_size, cfg.grad_accum, ctx.dist.world_size, ctx.device.type)
+        plan = search_stage_batch(step, cfg.batch_size, cfg.grad_accum, ctx.dist.world_size, ctx.device.type,
+                                  exclude=list(model.parameters()))
+    agreed = dist_utils.all_reduce_min(plan.micro_batch, ctx.dist, ctx.device)  # one choice for all ranks
+    if agreed != plan.micro_batch:
+        plan = plan_split(cfg.batch_size * cfg.grad_accum, agreed, ctx.dist.world_size, plan.found,
+                          plan.rule + "; the smallest choice over the ranks")
     new = cfg.model_copy(update={"batch_size": plan.micro_batch, "grad_accum": plan.grad_accum})
     ctx.say(
         f"stage {stage}: --batch-size auto: micro-batch {plan.micro_batch} x accumulation {plan.grad_accum}"
         f" x {plan.world_size} process(es) = effective {plan.effective} (unchanged); {plan.rule}"
     )
-    stages = ctx.config.stages.model_copy(update={f"stage{stage}": new})
+    # config.yaml keeps the effective batch as one process would run it
+    one_process = new.model_copy(update={"grad_accum": new.grad_accum * ctx.dist.world_size})
+    stages = ctx.config.stages.model_copy(update={f"stage{stage}": one_process})
     ctx.config = ctx.config.model_copy(update={"stages": stages})
     ctx.rd.write_text(ctx.rd.config, to_yaml(ctx.config))
     return new
@@ -88,6 +99,8 @@ class StageRun:
         self.epoch = 0
         self.resumed_from: int | None = None
         self.last_ckpt: int | None = None
+        #: the last checkpoint's weights have not given a finite loss yet
+        self.unconfirmed = False
         self.metrics: dict[str, float] = {}
         self._orders: dict[int, list[int]] = {}
         self._window: list[float] = []
@@ -112,11 +125,13 @@ class StageRun:
         ctx.say(f"stage {stage}: trainable groups: {groups} (total {sum(trainable.values()):,})")
         if not self.items:
             raise CoraKitError(f"stage {stage}: the training split is empty")
-        seed_everything(ctx.config.seed * 1000 + stage)
+        # per-rank random streams (dropout, augmentation); rank 0 keeps the one-process seed
+        seed_everything(dist_utils.rank_seed(ctx.config.seed * 1000 + stage, ctx.dist.rank))
+        self.split_for_world()
         views = stage1_views(self.model) if stage == 1 else None  # seed: Stage 1 sees the tiles only
         self.provider = FeatureProvider(
             self.model, stage, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, views, stats=ctx.cache_stats,
-            num_workers=ctx.config.data.num_workers,
+            dtype=ctx.config.feature_cache.dtype, num_workers=ctx.config.data.num_workers,
         )
         n_new = self.provider.fill(self.items[ctx.dist.rank :: ctx.dist.world_size])
         dist_utils.barrier(ctx.dist)
@@ -125,6 +140,18 @@ class StageRun:
         if ctx.config.auto_batch:
             self.cfg = auto_batch(ctx, self.model, stage, self.cfg, self.provider, self.items)
         return trainable
+
+    def split_for_world(self) -> None:
+        """The configured effective batch over ``world_size`` processes: each rank runs the
+        accumulation divided by the world size (else a smaller micro-batch); one process
+        and N processes then take the same optimizer steps on the same items."""
+        ctx, cfg = self.ctx, self.cfg
+        world = ctx.dist.world_size
+        micro, accum = dist_utils.split_for_world(cfg.batch_size, cfg.grad_accum, world, f"stage {self.stage}: ")
+        if (micro, accum) != (cfg.batch_size, cfg.grad_accum):
+            ctx.say(f"stage {self.stage}: {world} processes: micro-batch {micro} x accumulation {accum} per rank"
+                    f" = effective {micro * accum * world} (configured {cfg.batch_size} x {cfg.grad_accum})")
+            self.cfg = cfg.model_copy(update={"batch_size": micro, "grad_accum": accum})
 
     def build_optimizer(self) -> None:
         """AdamW over the stage's parameter groups, warmup + cosine over the planned steps."""
@@ -136,22 +163,36 @@ class StageRun:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, warmup_cosine(self.total, cfg.warmup_ratio))
 
     def restore(self) -> None:
-        """With ``--resume`` and a checkpoint: everything needed to continue exactly."""
-        if not (self.resume and ckpt.has_checkpoint(self.stage_dir)):
+        """With ``--resume``: everything needed to continue exactly from the newest complete
+        checkpoint (every file checked against its sha256), or a clean start of the stage."""
+        if not self.resume:
             return
-        weights, state = ckpt.load_checkpoint(self.stage_dir)
+        ctx, stage_dir = self.ctx, self.stage_dir
+        ref = ckpt.find_checkpoint(stage_dir)
+        if ref is None:
+            if stage_dir.exists():  # killed before its first checkpoint was complete
+                dropped = ckpt.discard_incomplete(stage_dir) if ctx.rd.writer else []
+                ctx.rd.truncate_metrics(self.stage, 0)
+                ctx.say(f"stage {self.stage}: no complete checkpoint in {stage_dir}"
+                        f"{' (an interrupted save was discarded)' if dropped else ''}; the stage starts from step 0")
+            return
+        weights, state = ckpt.load_checkpoint(stage_dir, ref)
         self.model.load_trainable_state_dict(weights, strict=True)
         self.optim.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
-        ckpt.set_rng_state(state["rng"])
+        ckpt.set_rng_state(state["rng"])  # rank 0's streams (it writes checkpoints); the others derive theirs
         self.step = self.resumed_from = self.last_ckpt = int(state["step"])
+        self.unconfirmed = True
+        if self.ctx.dist.rank:
+            seed_everything(dist_utils.rank_seed(self.ctx.config.seed * 1000 + self.stage + 7919 * self.step,
+                                                 self.ctx.dist.rank))
         if int(state["total_steps"]) != self.total:
             raise CheckpointError(
-                f"{self.stage_dir}: checkpoint planned {state['total_steps']} steps, this config plans {self.total};"
+                f"{stage_dir}: checkpoint planned {state['total_steps']} steps, this config plans {self.total};"
                 " resume needs the same config"
             )
-        self.ctx.rd.truncate_metrics(self.stage, self.step)
-        self.ctx.say(f"stage {self.stage}: resumed at step {self.step}/{self.total}")
+        ctx.rd.truncate_metrics(self.stage, self.step)
+        ctx.say(f"stage {self.stage}: resumed at step {self.step}/{self.total} from {ref.path}")
 
     def wrap(self) -> torch.nn.Module:
         """The stage step as a module; under torchrun, DDP-wrapped."""
@@ -195,8 +236,15 @@ class StageRun:
         self.step += 1
         self._window.append(logs["loss"])
         self.metrics = {**logs, "lr": lr, **({"grad_norm": grad_norm} if grad_norm is not None else {})}
+        if self.logs_now():  # what is logged covers the whole effective batch: averaged over ranks
+            self.metrics = dist_utils.mean_over_ranks(
+                {**self.metrics, "loss_mean": sum(self._window) / len(self._window)}, self.ctx.dist)
         bar.update(self.step, n_items * self.ctx.dist.world_size, self.metrics)
         self.after_step(bar, lr)
+
+    def logs_now(self) -> bool:
+        """metrics.jsonl and the trackers get a row every ``log_every`` steps and at the end."""
+        return self.step % self.cfg.log_every == 0 or self.step == self.total
 
     def accumulate(self) -> tuple[dict[str, float], int]:
         """``grad_accum`` micro-batches of the seeded item order: forward, NaN guard, backward.
@@ -220,7 +268,11 @@ class StageRun:
                     loss, step_logs = self.runner(hidden, batch)
                 value = float(loss.detach())
                 if dist_utils.any_rank(not math.isfinite(value), ctx.dist, ctx.device):
-                    raise NonFiniteLossError(self.stage, self.step + 1, value, self.last_ckpt)
+                    raise self.non_finite(value, batch)
+                if self.unconfirmed:  # the checkpoint's weights gave a finite loss: older ones can go
+                    if ctx.rd.writer:
+                        ckpt.confirm(self.stage_dir, self.last_ckpt)
+                    self.unconfirmed = False
                 (loss / cfg.grad_accum).backward()
             for k, v in {"loss": value, **step_logs}.items():
                 logs[k] = logs.get(k, 0.0) + v / cfg.grad_accum
@@ -230,11 +282,11 @@ class StageRun:
     def after_step(self, bar: StageProgress, lr: float) -> None:
         """metrics.jsonl every ``log_every`` steps, the epoch line, periodic checkpoints, ``on_step``."""
         ctx, cfg, step = self.ctx, self.cfg, self.step
-        if step % cfg.log_every == 0 or step == self.total:
-            row = {"stage": self.stage, "step": step, "epoch": self.epoch, **self.metrics,
-                   "loss_mean": sum(self._window) / len(self._window), "samples_per_s": bar.throughput()}
+        if self.logs_now():
+            row = {"stage": self.stage, "step": step, "epoch": self.epoch, **self.metrics, "samples_per_s": bar.throughput()}
             self._window.clear()
             ctx.rd.log_metrics(row)
+            ctx.trackers.log(row)
         if (step * cfg.grad_accum) % self.micro < cfg.grad_accum or step == self.total:
             bar.epoch_end(self.epoch, step, {"loss": self.metrics["loss"], "lr": lr})
         if step % cfg.checkpoint_every == 0 and step < self.total:
@@ -243,13 +295,33 @@ class StageRun:
             ctx.on_step(self.stage, step, self.metrics)
 
     def save(self, at_step: int, rng: dict[str, Any]) -> None:
-        """Checkpoint: trainable weights + optimizer, scheduler, RNG and data position."""
+        """Checkpoint: trainable weights + optimizer, scheduler, RNG and data position (the
+        previous one stays until this one's weights give a finite loss)."""
         if self.ctx.rd.writer:
             ckpt.save_checkpoint(self.stage_dir, self.model.trainable_state_dict(self.stage), {
                 "step": at_step, "total_steps": self.total, "stage": self.stage, "optimizer": self.optim.state_dict(),
                 "scheduler": self.sched.state_dict(), "rng": rng,
             })
-        self.last_ckpt = at_step
+        self.last_ckpt, self.unconfirmed = at_step, True
+
+    def non_finite(self, value: float, batch: Sequence[dict[str, Any]]) -> NonFiniteLossError:
+        """The error for a NaN/Inf loss. A checkpoint whose own weights gave it (no finite
+        loss since it was saved) is kept only if they give a finite loss on other items;
+        else it is removed and never named as good."""
+        kept, note = self.last_ckpt, ""
+        if self.unconfirmed and self.last_ckpt == self.step:
+            ids = {it.get("id") for it in batch}
+            other = [it for it in self.items if it.get("id") not in ids][: self.cfg.batch_size]
+            with torch.no_grad(), autocast(self.ctx.device, self.ctx.config.precision):
+                module = StepModule(self.model, self.stage, self.cfg)
+                fine = bool(other) and math.isfinite(float(module(self.provider.features(other), other)[0]))
+            if fine:
+                note = f"its weights give a finite loss on other items: look at items {sorted(map(str, ids))[:8]}"
+            else:
+                left = ckpt.discard(self.stage_dir, self.step) if self.ctx.rd.writer else None
+                kept = left.step if left is not None else None
+                note = f"the checkpoint of step {self.step} gives it on other items too and was removed"
+        return NonFiniteLossError(self.stage, self.step + 1, value, kept, note)
 
     # -- 6 ------------------------------------------------------------------------------------------
 

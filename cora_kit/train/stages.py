@@ -23,6 +23,9 @@ from cora_kit.data.dataset import TiledImages, tile_function, tiled_batches
 from cora_kit.train.feature_cache import FeatureCache, file_hash, image_hash
 from cora_kit.train.protocol import CoraModelLike
 
+#: ``feature_cache.dtype`` -> storage dtype
+CACHE_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
 StepFn = Callable[[CoraModelLike, torch.Tensor, Sequence[dict[str, Any]], StageConfig], tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -126,13 +129,16 @@ class FeatureProvider:
     batch in-process) and only the views reach the encoder.
 
     Stage 1 serves the prefix of ``views`` (the tiles: the seed's Stage 1 sees no global
-    view). ``stats`` (shared by the providers of one run) counts ``encoder_image_passes``
-    (images run through the prefix) and ``cache_hits`` (prefix lookups served from disk).
+    view). ``dtype`` is the storage dtype (``feature_cache.dtype``: ``"fp32"`` or
+    ``"bf16"``); fresh features are rounded to it too, and served as float32. ``stats``
+    (shared by the providers of one run) counts ``encoder_image_passes`` (images run through
+    the prefix) and ``cache_hits`` (prefix lookups served from disk).
     """
 
     def __init__(
         self, model: CoraModelLike, stage: int, cache_dir: str, device: torch.device, batch_size: int = 8,
-        views: Sequence[int] | None = None, stats: dict[str, int] | None = None, num_workers: int = 0,
+        views: Sequence[int] | None = None, stats: dict[str, int] | None = None, dtype: str = "fp32",
+        num_workers: int = 0,
     ) -> None:
         self.model = model
         self.stage = stage
@@ -143,11 +149,14 @@ class FeatureProvider:
         self.stats = stats if stats is not None else {}
         self.stats.setdefault("encoder_image_passes", 0)
         self.stats.setdefault("cache_hits", 0)
-        self.prefix_cache = FeatureCache(cache_dir, f"{model.encoder_cache_key(1)}|prefix|views=all")
+        if dtype not in CACHE_DTYPES:
+            raise ValueError(f"feature cache dtype must be one of {', '.join(CACHE_DTYPES)}; got {dtype!r}")
+        self.dtype = CACHE_DTYPES[dtype]
+        self.prefix_cache = FeatureCache(cache_dir, f"{model.encoder_cache_key(1)}|prefix|views=all", self.dtype)
         self.cache = (
             self.prefix_cache
             if stage == 1
-            else FeatureCache(cache_dir, f"{model.encoder_cache_key(stage)}|final|views=all")
+            else FeatureCache(cache_dir, f"{model.encoder_cache_key(stage)}|final|views=all", self.dtype)
         )
         self._hashes: dict[str, str] = {}
 
@@ -194,7 +203,7 @@ class FeatureProvider:
         need = {h: i for h, i in items.items() if h not in self.prefix_cache or h in lost}
         for sub, views in self._view_batches(need, workers):
             with self._forked():
-                feats = self.model.encode_frozen(views.to(self.device), 1).float().cpu()
+                feats = self.model.encode_frozen(views.to(self.device), 1).to("cpu", self.dtype)
             fresh = dict(zip(sub, feats, strict=True))
             self.prefix_cache.put(fresh)
             self.stats["encoder_image_passes"] += len(sub)
@@ -205,9 +214,9 @@ class FeatureProvider:
         if self.stage == 1:
             return prefixes
         keys = list(prefixes)
-        hidden = torch.stack([prefixes[h] for h in keys]).to(self.device)
+        hidden = torch.stack([prefixes[h] for h in keys]).to(self.device, torch.float32)
         with self._forked():
-            final = self.model.encode_trainable(hidden, 1).float().cpu()
+            final = self.model.encode_trainable(hidden, 1).to("cpu", self.dtype)
         out = dict(zip(keys, final, strict=True))
         self.cache.put(out)
         return out
@@ -242,7 +251,7 @@ class FeatureProvider:
         out = torch.stack([got[h] for h in hashes])
         if self.stage == 1 and self.views is not None:
             out = out[:, self.views]
-        return out.to(self.device)
+        return out.to(self.device, torch.float32)
 
 
 def stage1_views(model: CoraModelLike) -> list[int]:
