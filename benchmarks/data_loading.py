@@ -36,6 +36,7 @@ import torch
 from PIL import Image
 
 import cora_kit
+from cora_kit.data.csv_loaders import ImageItem
 from cora_kit.data.dataset import PanoramaDataset, TiledImages, make_loader, tile_function, tiled_batches
 from cora_kit.data.images import read_erp_hwc
 
@@ -76,7 +77,7 @@ def one_pass_fast(files: list[Path], tiler, workers: int, batch: int) -> int:
 
 
 def one_pass_float(files: list[Path], tiler, workers: int, batch: int) -> int:
-    rows = [type("Row", (), {"id": f.stem, "image_path": str(f)})() for f in files]
+    rows = [ImageItem(f.stem, str(f)) for f in files]
     loader = make_loader(PanoramaDataset(rows, tiler=tiler), batch_size=batch, num_workers=workers)
     return sum(b["views"].shape[0] for b in loader)
 
