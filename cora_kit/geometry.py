@@ -364,8 +364,9 @@ def erp_pixel_coords(
 
 
 def load_erp(path: str | Path) -> torch.Tensor:
-    """ERP file -> uint8 ``[3, H, W]`` with ``W == 2 H``: ``cora_kit.data.images.read_erp``
-    (the one ERP reader; its rules and errors), kept here for tilers that accept paths."""
+    """ERP file -> uint8 ``[3, H, W]`` (HWC memory) with ``W == 2 H``:
+    ``cora_kit.data.images.read_erp`` (the one ERP reader; its rules and errors), kept here
+    for tilers that accept paths."""
     from cora_kit.data.images import read_erp
 
     return read_erp(path, dtype=torch.uint8)

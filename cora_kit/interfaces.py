@@ -159,7 +159,13 @@ class Tiler(Reported, abc.ABC):
 
     @abc.abstractmethod
     def __call__(self, erp: torch.Tensor) -> TiledViews:
-        """``erp`` ``[B,3,H,W]`` (uint8 or float in [0,1]) -> ``TiledViews``."""
+        """``erp`` ``[B,3,H,W]`` (uint8 or float in [0,1]) -> ``TiledViews``.
+
+        The data path (training, evaluation, captioning) passes panoramas as decoded:
+        uint8 on the CPU in HWC memory (``read_erp(path, dtype=torch.uint8)``, a
+        channels-last view of the decoder's array, no copy). The views must not depend on
+        the memory layout (``check_memory_layout``). Float input may need gradients or
+        live on a GPU."""
 
 
 # --- encoder ----------------------------------------------------------------

@@ -17,6 +17,7 @@ from PIL import Image
 from cora_kit import serving
 from cora_kit.cli import main
 from cora_kit.config import read_config_file
+from cora_kit.data.images import read_erp
 from cora_kit.errors import CheckpointError
 from cora_kit.serving import export_format
 from cora_kit.pipeline import CoraModel
@@ -57,9 +58,14 @@ def test_run_loader_reproduces_the_engines_predictions(tiny_run: Path) -> None:
     items = list(load_splits(config).test)
     want = {json.loads(line)["id"]: json.loads(line)["prediction"]
             for line in (tiny_run / "predictions.jsonl").read_text().splitlines()}
-    got = serving.caption_erps(model, [i["erp"] for i in items], [i["query"] for i in items],
-                                 config.eval.max_new_tokens, config.eval.num_beams)
+    # uint8 panoramas: the tiling path the engine took (decoded in its DataLoader, OpenCV)
+    erps = [read_erp(i["image_path"], dtype=torch.uint8) for i in items]
+    got = serving.caption_erps(model, erps, [i["query"] for i in items],
+                               config.eval.max_new_tokens, config.eval.num_beams)
     assert dict(zip([i["id"] for i in items], got, strict=True)) == want
+    files = [Path(i["image_path"]) for i in items]
+    by_file = {r["image"]: r["caption"] for r in serving.caption_files(model, files, items[0]["query"])}
+    assert all(by_file[i["image_path"]] == want[i["id"]] for i in items if i["query"] == items[0]["query"])
     # the training run cached Stage-3 encoder features under a key that fingerprints every
     # encoder weight: the rebuilt encoder (seeded init + Stage-1 blocks) has the same key
     cache_keys = [json.loads(p.read_text())["key"] for p in (tiny_run.parent / ".feature-cache").glob("*/key.json")]

@@ -76,6 +76,8 @@ class FakeCoraModel(nn.Module):
 
     # --- encoder -----------------------------------------------------------------------
     def tile(self, erp: torch.Tensor) -> torch.Tensor:
+        if erp.dtype == torch.uint8:  # the Tiler contract: uint8 or float in [0,1]
+            erp = erp.float() / 255
         b = erp.shape[0]
         glob = F.interpolate(erp, size=(8, 8), mode="bilinear", align_corners=False)
         views = [glob]

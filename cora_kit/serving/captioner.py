@@ -6,10 +6,13 @@
     results[0].caption, results[0].query, results[0].seconds
 
 ``caption(images, queries)`` takes panorama files (2:1 ERP) or ERP tensors ``[3,H,W]``
-(float in [0,1], or uint8 0-255) and one query for all of them or one per image. Images
-are processed ``batch_size`` at a time, and within a batch every stage runs batched: the
-tiler (per input size), the encoder on all ``B x V`` views at once, the resampler,
-projector and the LLM's ``generate``. On CUDA the model runs under bf16 autocast
+(float in [0,1], or uint8 0-255) and one query for all of them or one per image. Files and
+uint8 tensors take the path training takes: decoded as uint8 and tiled by the tiler's CPU
+fast path (OpenCV for the built-ins) in ``config.data.num_workers`` DataLoader workers
+(``cora_kit.data.TiledImages``); float tensors are tiled on the model's device (the tiler's
+exact float path). Images are processed ``batch_size`` at a time, and within a batch the
+encoder runs on all ``B x V`` views at once, then the resampler, projector and the LLM's
+``generate``. On CUDA the model runs under bf16 autocast
 (``precision="auto"``); ``"fp32"`` turns that off, ``"bf16"`` forces it (also on CPU).
 
 Every file is header-checked before any model work; bad files are ``DataError``s naming
@@ -51,36 +54,50 @@ class CaptionResult:
 
 
 def _as_erp(image: torch.Tensor) -> torch.Tensor:
-    """ERP tensor -> float ``[3,H,W]`` in [0,1] (uint8 divided by 255); ``ValueError`` on bad shapes."""
+    """ERP tensor -> ``[3,H,W]``: uint8 as it is (the tiler's fast path takes it), other
+    floats as float32 in [0,1]; ``ValueError`` on bad shapes and dtypes."""
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"an ERP tensor must be [3,H,W]; got {list(image.shape)}")
     h, w = image.shape[-2:]
     if w != 2 * h:
         raise ValueError(f"an ERP tensor must be 2:1 (W = 2H); got H={h}, W={w}")
     if image.dtype == torch.uint8:
-        return image.float().div_(255.0)
+        return image
     if not image.dtype.is_floating_point:
         raise ValueError(f"an ERP tensor must be float in [0,1] or uint8; got {image.dtype}")
     return image.float()
 
 
 @torch.no_grad()
-def encode_erps(model: Any, erps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """ERPs (each ``[3,H,W]`` in [0,1], sizes may differ) -> latent ``[B,V,P',D]``.
-
-    ERPs of one size are tiled as one batch; the encoder then runs once on all ``B*V``
-    views, and the resampler once on the batch."""
+def tile_erps(model: Any, erps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """ERPs (each ``[3,H,W]``, uint8 or float in [0,1], sizes may differ) -> views
+    ``[B,V,3,s,s]`` on the model's device. uint8 ERPs are tiled on the CPU (the tiler's
+    fast path), float ones on the device; ERPs of one size and dtype as one batch."""
     device = next(model.parameters()).device
-    by_size: dict[tuple[int, int], list[int]] = {}
+    groups: dict[tuple[int, int, torch.dtype], list[int]] = {}
     for i, erp in enumerate(erps):
-        by_size.setdefault(tuple(erp.shape[-2:]), []).append(i)
+        groups.setdefault((*erp.shape[-2:], erp.dtype), []).append(i)
     views: list[torch.Tensor | None] = [None] * len(erps)
-    for idx in by_size.values():
-        batch = torch.stack([erps[i] for i in idx]).to(device)
-        for i, v in zip(idx, model.tile(batch), strict=True):
+    for (_, _, dtype), idx in groups.items():
+        batch = torch.stack([erps[i] for i in idx])
+        for i, v in zip(idx, model.tile(batch if dtype == torch.uint8 else batch.to(device)).to(device), strict=True):
             views[i] = v
-    hidden = model.encode_frozen(torch.stack(views), 3)  # type: ignore[arg-type]
+    return torch.stack(views)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def encode_views(model: Any, views: torch.Tensor) -> torch.Tensor:
+    """Views ``[B,V,3,s,s]`` -> latent ``[B,V,P',D]``: the encoder once on all ``B*V``
+    views, the resampler once on the batch."""
+    hidden = model.encode_frozen(views.to(next(model.parameters()).device), 3)
     return model.resample(model.encode_trainable(hidden, 3))
+
+
+@torch.no_grad()
+def encode_erps(model: Any, erps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """ERPs (each ``[3,H,W]``, uint8 or float in [0,1], sizes may differ) -> latent
+    ``[B,V,P',D]`` (``tile_erps`` then ``encode_views``)."""
+    return encode_views(model, tile_erps(model, erps))
 
 
 class Captioner:
@@ -155,15 +172,39 @@ class Captioner:
 
     @torch.no_grad()
     def caption_erps(self, erps: Sequence[torch.Tensor], queries: Sequence[str]) -> list[str]:
-        """Captions of one batch: ERPs ``[3,H,W]`` in [0,1] and one query each."""
+        """Captions of one batch: ERPs ``[3,H,W]`` (uint8, or float in [0,1]) and one query
+        each. uint8 ERPs (``read_erp(path, dtype=torch.uint8)``) are tiled as training tiles
+        them; float ERPs by the tiler's exact float path (views differ by <= 0.5/255)."""
         if len(erps) != len(queries):
             raise ValueError(f"{len(erps)} panoramas but {len(queries)} queries")
         if not erps:
             return []
+        return self.caption_views(tile_erps(self.model, [_as_erp(e) for e in erps]), queries)
+
+    @torch.no_grad()
+    def caption_views(self, views: torch.Tensor, queries: Sequence[str]) -> list[str]:
+        """Captions of one batch of tiled panoramas ``[B,V,3,s,s]`` and one query each."""
         with self._autocast():
-            latent = encode_erps(self.model, erps)
+            latent = encode_views(self.model, views)
             return self.model.generate(latent, list(queries), max_new_tokens=self.max_new_tokens,
                                        num_beams=self.num_beams)
+
+    def _batches(self, items: list[ImageInput], size: int) -> Any:
+        """(item indices, views) ``size`` items at a time, in order: files and uint8 tensors
+        decoded and tiled by ``TiledImages`` (``config.data.num_workers`` workers), float
+        tensors tiled on the model's device."""
+        from cora_kit.data.dataset import TiledImages, tile_function, tiled_batches
+
+        if any(isinstance(x, torch.Tensor) and x.dtype != torch.uint8 for x in items):
+            for start in range(0, len(items), size):
+                idx = list(range(start, min(start + size, len(items))))
+                erps = [_as_erp(items[i]) if isinstance(items[i], torch.Tensor) else read_erp(items[i], dtype=torch.uint8)
+                        for i in idx]
+                yield idx, tile_erps(self.model, erps)
+            return
+        rows = [{"erp": x} if isinstance(x, torch.Tensor) else {"image_path": str(x)} for x in items]
+        workers = self.model.config.data.num_workers if len(items) > size else 0
+        yield from tiled_batches(TiledImages(rows, tile_function(self.model)), size, workers)
 
     def caption(
         self,
@@ -194,12 +235,11 @@ class Captioner:
         if size < 1:
             raise ConfigError(f"batch size must be >= 1; got {size}")
         out: list[CaptionResult] = []
-        for start in range(0, len(items), size):
-            chunk, chunk_q = items[start : start + size], qs[start : start + size]
-            t0 = time.perf_counter()
-            erps = [_as_erp(x) if isinstance(x, torch.Tensor) else read_erp(x) for x in chunk]
-            texts = self.caption_erps(erps, chunk_q)
-            share = (time.perf_counter() - t0) / len(chunk)
+        t0 = time.perf_counter()
+        for idx, views in self._batches([_as_erp(x) if isinstance(x, torch.Tensor) else x for x in items], size):
+            chunk, chunk_q = [items[i] for i in idx], [qs[i] for i in idx]
+            texts = self.caption_views(views, chunk_q)
+            share = (time.perf_counter() - t0) / len(chunk)  # decoding (the loader) included
             new = [
                 CaptionResult(t, q, share, None if isinstance(x, torch.Tensor) else str(x))
                 for x, q, t in zip(chunk, chunk_q, texts, strict=True)
@@ -207,8 +247,9 @@ class Captioner:
             out.extend(new)
             if on_batch is not None:
                 on_batch(new)
+            t0 = time.perf_counter()
         return out
 
 
-__all__ = ["PRECISIONS", "CaptionResult", "Captioner", "encode_erps"]
+__all__ = ["PRECISIONS", "CaptionResult", "Captioner", "encode_erps", "encode_views", "tile_erps"]
 

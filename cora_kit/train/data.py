@@ -21,18 +21,20 @@ from cora_kit.errors import DataError
 
 
 class Record(dict):
-    """A dict whose ``"erp"`` is decoded on first access (not kept afterwards)."""
+    """A dict whose ``"erp"`` is decoded on first access (not kept afterwards); ``"erp" in
+    record`` is False (the training path reads and tiles the file in DataLoader workers,
+    ``cora_kit.data.TiledImages``). ``erp_size``: (H, W) to resize to, or None."""
 
     def __init__(self, *args: Any, erp_size: tuple[int, int] | None = None, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self._erp_size = erp_size
+        self.erp_size = erp_size
 
     def __missing__(self, key: str) -> torch.Tensor:
         if key != "erp":
             raise KeyError(key)
-        from cora_kit.data.dataset import decode_erp
+        from cora_kit.data.images import read_erp
 
-        return decode_erp(self["image_path"], self._erp_size)
+        return read_erp(self["image_path"], self.erp_size)
 
 
 @dataclass

@@ -35,8 +35,9 @@ def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ct
     tiles = stage1_views(model)
     provider = FeatureProvider(
         model, 1, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, tiles, stats=ctx.cache_stats,
-        dtype=ctx.config.feature_cache.dtype,
+        dtype=ctx.config.feature_cache.dtype, num_workers=ctx.config.data.num_workers,
     )
+    provider.fill(items)  # decode + tile in DataLoader workers, encode in batches
     corr = model.correspondences
     heads, lats = [], []
     was_training = model.training
@@ -80,7 +81,7 @@ def predict(
     ev = ctx.config.eval
     provider = FeatureProvider(
         model, 3, str(ctx.cache_dir), ctx.device, batch_size=ev.batch_size, stats=ctx.cache_stats,
-        dtype=ctx.config.feature_cache.dtype,
+        dtype=ctx.config.feature_cache.dtype, num_workers=ctx.config.data.num_workers,
     )
     paths = list(dict.fromkeys(i["image_path"] for i in items))
     if condition == "shuffled":
@@ -89,12 +90,15 @@ def predict(
         perm = _derangement(len(paths), ctx.config.seed)
         by_path = {i["image_path"]: i for i in items}
         swap = {p: by_path[paths[perm[k]]] for k, p in enumerate(paths)}
+    mine = dist_utils.shard(list(items), info)
+    if condition != "blank":  # decode + tile in DataLoader workers, encode in batches
+        provider.fill(mine if condition == "panorama" else [swap[i["image_path"]] for i in mine])
     blank = None
     out: dict[str, str] = {}
     was_training = model.training
     model.eval()
     try:
-        for batch in _batches(dist_utils.shard(list(items), info), ev.batch_size):
+        for batch in _batches(mine, ev.batch_size):
             if condition == "panorama":
                 hidden = provider.features(batch)
             elif condition == "shuffled":

@@ -131,7 +131,7 @@ class StageRun:
         views = stage1_views(self.model) if stage == 1 else None  # seed: Stage 1 sees the tiles only
         self.provider = FeatureProvider(
             self.model, stage, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, views, stats=ctx.cache_stats,
-            dtype=ctx.config.feature_cache.dtype,
+            dtype=ctx.config.feature_cache.dtype, num_workers=ctx.config.data.num_workers,
         )
         n_new = self.provider.fill(self.items[ctx.dist.rank :: ctx.dist.world_size])
         dist_utils.barrier(ctx.dist)
