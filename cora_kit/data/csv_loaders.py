@@ -41,6 +41,7 @@ SPLIT_FILES: dict[str, tuple[str, ...]] = {
     "val": ("val.csv", "valid.csv", "validation.csv"),
     "test": ("test.csv",),
 }
+#: an ERP's width / height may differ from 2 by this fraction of 2 (1%: 2048x1024 +- ~10 px)
 ASPECT_TOLERANCE = 0.01
 
 
@@ -148,6 +149,14 @@ def resolve_image(url: str, csv_dir: Path, image_root: Path | None) -> Path:
     raise _BadRow("missing image", f"image not found: {tried}")
 
 
+def erp_aspect_problem(width: int, height: int) -> str | None:
+    """None when ``width x height`` is 2:1 within ``ASPECT_TOLERANCE``, else the reason
+    (``"is WxH, not 2:1 (...)"``, to follow ``"image <name> "``)."""
+    if height <= 0 or abs(width / height - 2.0) > 2.0 * ASPECT_TOLERANCE:
+        return f"is {width}x{height}, not 2:1 (equirectangular, tolerance {ASPECT_TOLERANCE:.0%})"
+    return None
+
+
 def check_image(path: Path) -> None:
     """Reads the image header: ``_BadRow`` if unreadable or not 2:1 (equirectangular)."""
     try:
@@ -155,8 +164,9 @@ def check_image(path: Path) -> None:
             w, h = img.size
     except (UnidentifiedImageError, OSError) as exc:
         raise _BadRow("unreadable image", f"unreadable image {path}: {exc}") from None
-    if h <= 0 or abs(w / h - 2.0) > 2.0 * ASPECT_TOLERANCE:
-        raise _BadRow("image not 2:1", f"image {path} is {w}x{h}, not 2:1 (equirectangular)")
+    problem = erp_aspect_problem(w, h)
+    if problem:
+        raise _BadRow("image not 2:1", f"image {path} {problem}")
 
 
 class _ImageChecker:
