@@ -153,6 +153,9 @@ class DataConfig(_Strict):
 
 class EvalConfig(_Strict):
     metrics: list[str] = Field(default_factory=lambda: ["bleu4", "meteor", "rouge_l", "cider", "spice"])
+    #: grouped: each prediction against all references of its (image, query) (cora-kit);
+    #: paper: each reference row alone with the paper's implementations (cora_kit.eval.protocols)
+    protocol: Literal["grouped", "paper"] = "grouped"
     max_new_tokens: int = Field(32, ge=1)
     num_beams: int = Field(1, ge=1)
     batch_size: int = Field(8, ge=1)

@@ -346,6 +346,10 @@ def run(
     stages = sorted(set(int(s) for s in stages))
     if not stages or any(s not in STEP_FNS for s in stages):
         raise CoraKitError(f"stages must be a subset of 1,2,3; got {stages}")
+    if config.eval.protocol == "paper":  # before hours of training: the columns exist
+        from cora_kit.eval.protocols import paper_columns
+
+        paper_columns(config.eval.metrics)
     info = dist_utils.setup("cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     device = dist_utils.resolve_device(config.device, info)
     out_dir = Path(out_dir)

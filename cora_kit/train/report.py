@@ -101,28 +101,44 @@ def predict(model: Any, items: Sequence[dict[str, Any]], ctx: Any, condition: st
     return out
 
 
-def score(predictions: dict[str, str], references: dict[str, list[str]], metrics: Sequence[str]) -> dict[str, Any]:
-    from cora_kit.eval.scoring import score as score_fn
+def score(
+    predictions: dict[str, str], references: dict[str, list[str]], metrics: Sequence[str], protocol: str = "grouped"
+) -> dict[str, Any]:
+    """``score_protocol`` output (see ``cora_kit.eval.protocols``)."""
+    from cora_kit.eval.protocols import score_protocol
 
-    return score_fn(predictions, references, list(metrics)).to_json()
+    return score_protocol(predictions, references, protocol, list(metrics))
+
+
+#: keys of a ``score_protocol`` result that describe the scoring, not a metric
+_SCORING_KEYS = ("protocol", "num_items", "num_rows", "implementations")
 
 
 def evaluate_test(model: Any, splits: Any, ctx: Any) -> dict[str, Any] | None:
-    """predictions.jsonl, references.jsonl and scores.json on the test split."""
+    """predictions.jsonl, references.jsonl and scores.json on the test split.
+
+    scores.json: ``{"split", "num_items", "protocol" (grouped | paper), ["num_rows",
+    "implementations"], <condition>: {metric: value, "unavailable": {...}}}``.
+    """
     items = list(splits.test)
     rd = ctx.rd
     if not items:
         return None
     refs = {i["id"]: list(i["references"]) for i in items}
     rd.write_jsonl(rd.references, [{"id": k, "references": v} for k, v in refs.items()])
-    scores: dict[str, Any] = {"split": "test", "num_items": len(items)}
+    protocol = ctx.config.eval.protocol
+    scores: dict[str, Any] = {"split": "test", "num_items": len(items), "protocol": protocol}
     for cond in CONDITIONS:
         preds = predict(model, items, ctx, cond)
         if cond == "panorama":
             rd.write_jsonl(rd.predictions, [{"id": k, "prediction": v} for k, v in preds.items()])
         else:
             rd.write_jsonl(rd.root / f"predictions_{cond}.jsonl", [{"id": k, "prediction": v} for k, v in preds.items()])
-        scores[cond] = score(preds, refs, ctx.config.eval.metrics)
+        result = score(preds, refs, ctx.config.eval.metrics, protocol)
+        for key in ("num_rows", "implementations"):
+            if key in result:
+                scores[key] = result[key]
+        scores[cond] = {k: v for k, v in result.items() if k not in _SCORING_KEYS}
     rd.write_json(rd.scores, scores)
     return scores
 
@@ -161,7 +177,8 @@ def write_summary(rd: Any, config: Any, result: Any, splits: Any, plugins: dict[
     sc = result.scores
     if sc:
         metric_keys = [k for k in sc["panorama"] if k != "unavailable"]
-        lines += ["", f"## Test split ({sc['num_items']} items)", "",
+        rows = f", {sc['num_rows']} reference rows" if "num_rows" in sc else ""
+        lines += ["", f"## Test split ({sc['num_items']} items{rows})", "", _protocol_line(sc), "",
                   "| metric | trained | blank panorama | shuffled panoramas |", "|---|---:|---:|---:|"]
         for key in metric_keys:
             lines.append(f"| {key} | " + " | ".join(_fmt(sc[c].get(key)) for c in CONDITIONS) + " |")
@@ -176,6 +193,14 @@ def write_summary(rd: Any, config: Any, result: Any, splits: Any, plugins: dict[
         lines += ["", "## Test split", ""] + [f"- {n}" for n in splits.notes]
     lines += ["", "## Plugins", "", "```", _plugins_text(plugins), "```", ""]
     rd.write_text(rd.summary, "\n".join(lines))
+
+
+def _protocol_line(scores: dict[str, Any]) -> str:
+    protocol = scores.get("protocol", "grouped")
+    if protocol == "grouped":
+        return "Scoring protocol `grouped`: each prediction against all references of its (image, query)."
+    impl = "; ".join(f"{k}: {v}" for k, v in scores.get("implementations", {}).items())
+    return f"Scoring protocol `{protocol}`: each reference row alone, with the paper's implementations ({impl})."
 
 
 def _plugins_text(plugins: dict[str, Any]) -> str:
