@@ -123,24 +123,19 @@ class CoraModel(nn.Module):
             tiler = REGISTRY.create("tiler", m.tiler.name, **m.tiler.options)
             with _seeded(config.seed, 1):
                 encoder = REGISTRY.create("encoder", m.encoder.name, **_hf_options(m.encoder, "model.encoder"))
-            enc_opts = dict(m.resampler.options)
-            for key, value in (("in_dim", encoder.hidden_size), ("out_dim", m.latent_dim)):
-                if key in enc_opts and enc_opts[key] != value:
-                    raise ConfigError(
-                        f"model.resampler.options.{key}={enc_opts[key]} conflicts with the model"
-                        f" ({key} is {value}: encoder width / model.latent_dim); drop the option"
-                    )
-                enc_opts[key] = value
+            enc_opts = _resampler_dims(m, encoder.hidden_size)
             with _seeded(config.seed, 2):
                 resampler = REGISTRY.create("resampler", m.resampler.name, **enc_opts)
+            # the latent width: model.latent_dim, or the encoder's for a resampler that keeps it
+            latent_dim = int(getattr(resampler, "out_dim", m.latent_dim))
             loss_fn = REGISTRY.create("loss", m.loss.name, **m.loss.options)
             head_cfg = m.overlap_head
             dropout = head_cfg.dropout if head_cfg.dropout is not None else float(getattr(loss_fn, "head_dropout", 0.0))
             with _seeded(config.seed, 3):
                 overlap_head = OverlapHead(
-                    in_dim=m.latent_dim,
-                    hidden_dim=head_cfg.hidden_dim or m.latent_dim,
-                    out_dim=head_cfg.out_dim or m.latent_dim,
+                    in_dim=latent_dim,
+                    hidden_dim=head_cfg.hidden_dim or latent_dim,
+                    out_dim=head_cfg.out_dim or latent_dim,
                     dropout=dropout,
                 )
             with _seeded(config.seed, 4):
@@ -151,7 +146,7 @@ class CoraModel(nn.Module):
             latent_grid = tuple(resampler.output_grid(tuple(encoder.grid)))
             with _seeded(config.seed, 5):
                 projector = PanoramaProjector(
-                    m.latent_dim, llm.hidden_size, stitcher, tiler.layout, latent_grid, pe=m.projector.pe
+                    latent_dim, llm.hidden_size, stitcher, tiler.layout, latent_grid, pe=m.projector.pe
                 )
         correspondences = overlap_correspondences(
             tiler.layout, latent_grid, mode=m.correspondence_mode, include_global=False
@@ -414,8 +409,29 @@ class CoraModel(nn.Module):
             if isinstance(source, str):
                 out[kind]["source"] = source if len(source) < 200 else source[:200] + "..."
         out["layout"] = {"name": self.layout.name, "views": self.layout.num_views, "grid": list(self.grid),
-                         "latent_grid": list(self.latent_grid), "vision_tokens": self.projector.num_tokens}
+                         "latent_grid": list(self.latent_grid), "latent_dim": self.projector.latent_dim,
+                         "vision_tokens": self.projector.num_tokens}
         return out
+
+
+def _resampler_dims(m: Any, encoder_width: int) -> dict[str, Any]:
+    """The resampler's options plus ``in_dim`` (the encoder width) and ``out_dim``
+    (``model.latent_dim``). A resampler whose parameters have no ``out_dim`` (``identity``)
+    cannot change the width: it gets ``in_dim`` only, and the latent width is the encoder's
+    (the overlap head and the PanoramaProjector's Linear are sized from it)."""
+    opts = dict(m.resampler.options)
+    spec = REGISTRY.lookup("resampler", m.resampler.name)
+    fields = spec.params_model.model_fields if spec.params_model is not None else {"in_dim": 0, "out_dim": 0}
+    for key, value in (("in_dim", encoder_width), ("out_dim", m.latent_dim)):
+        if key not in fields:
+            continue
+        if key in opts and opts[key] != value:
+            raise ConfigError(
+                f"model.resampler.options.{key}={opts[key]} conflicts with the model"
+                f" ({key} is {value}: encoder width / model.latent_dim); drop the option"
+            )
+        opts[key] = value
+    return opts
 
 
 def _hf_options(choice: Any, section: str) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def register_resamplers(register: RegisterCallback) -> None:
         identity.IdentityResampler,
         params=identity.IdentityParams,
         backend="torch",
-        description="keeps tokens unchanged (in_dim == out_dim)",
+        description="keeps tokens unchanged; the latent width is the encoder's",
     )
     register(
         "mlp",
