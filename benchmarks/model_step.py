@@ -21,7 +21,7 @@ import warnings
 import torch
 
 from cora_kit.config import resolve_config
-from cora_kit.models.summary import memory_estimate
+from cora_kit.commands.model_summary import memory_estimate
 from cora_kit.pipeline import CoraModel
 
 QUERY = "what is on the left of the viewer?"

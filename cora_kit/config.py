@@ -350,6 +350,17 @@ def resolve_config(
         raise ConfigError(_describe_error(exc, sources)) from None
 
 
+def read_config_file(path: str | Path) -> CoraConfig:
+    """A resolved ``config.yaml`` as written beside a run or an export, validated as it is
+    (no preset layered under it); errors name the file and line."""
+    data, lines = load_yaml(path)
+    sources: dict[tuple[str, ...], Source] = {key: (str(path), line) for key, line in lines.items()}
+    try:
+        return CoraConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_error(exc, sources)) from None
+
+
 def to_yaml(config: CoraConfig) -> str:
     """The resolved config as YAML (what is written beside every result)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
@@ -390,6 +401,7 @@ __all__ = [
     "StagesConfig",
     "available_presets",
     "load_yaml",
+    "read_config_file",
     "resolve_config",
     "to_yaml",
     "validate_plugin_choices",

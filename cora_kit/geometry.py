@@ -335,34 +335,8 @@ def erp_pixel_coords(
 
 
 def load_erp(path: str | Path) -> torch.Tensor:
-    """Read an equirectangular image file -> uint8 ``[3, H, W]`` with ``W == 2 H``.
+    """ERP file -> uint8 ``[3, H, W]`` with ``W == 2 H``: ``cora_kit.data.images.read_erp``
+    (the one ERP reader; its rules and errors), kept here for tilers that accept paths."""
+    from cora_kit.data.images import read_erp
 
-    Grey and palette images become RGB, alpha is dropped; other band layouts (CMYK, ...),
-    unreadable files and non-2:1 images raise ``DataError`` naming the file and its size.
-    """
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    from cora_kit.errors import DataError
-
-    p = Path(path)
-    try:
-        with Image.open(p) as img:
-            img.load()
-            w, h = img.size
-            if img.mode not in _IMAGE_MODES:
-                raise DataError(
-                    f"{p}: {w}x{h} image has {len(img.getbands())} channels (mode {img.mode}); "
-                    "expected grey or RGB, optionally with alpha"
-                )
-            arr = np.array(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from exc
-    if w != 2 * h:
-        raise DataError(f"{p}: {w}x{h} is not an equirectangular panorama (width must be 2 x height)")
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-
-
-_IMAGE_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "I", "I;16", "F"})
+    return read_erp(path, dtype=torch.uint8)

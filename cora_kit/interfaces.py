@@ -138,6 +138,10 @@ class OverlapLoss(nn.Module, abc.ABC):
     #: dropout of the overlap head this loss expects (seed: 0.0 VICReg, 0.1 contrastive)
     head_dropout: float = 0.0
 
+    #: True when the loss is exactly 0 for features that agree on every correspondence
+    #: (enables the conformance check ``check_zero_for_identical_pairs``)
+    zero_for_identical_pairs: bool = False
+
     @abc.abstractmethod
     def forward(
         self, features: torch.Tensor, correspondences: Correspondences, grid: Grid

@@ -46,3 +46,101 @@ def test_every_package_is_listed_in_pyproject():
 def test_no_generic_top_level_package():
     listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     assert {p.split(".")[0] for p in listed} == {"cora_kit", "cora_kit_builtins"}
+
+
+# --- the import graph: downward only, no cycles (DESIGN.md section 1) ------------------
+
+#: layers of cora_kit, lowest first; a module may import its own layer or a lower one.
+#: A prefix covers a package and its sub-modules ("cora_kit" itself is the package init).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("cora_kit.errors", "cora_kit.hookspecs", "cora_kit.device"),
+    ("cora_kit", "cora_kit.registry", "cora_kit.geometry", "cora_kit.overlap", "cora_kit.data"),
+    ("cora_kit.interfaces", "cora_kit.config"),
+    ("cora_kit.eval", "cora_kit.train", "cora_kit.models", "cora_kit.testing"),
+    ("cora_kit.pipeline",),
+    ("cora_kit.serving", "cora_kit.bench"),
+    ("cora_kit.commands", "cora_kit.cli", "cora_kit.__main__"),
+)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _core_modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted((ROOT / "cora_kit").rglob("*.py"))}
+
+
+def _layer(module: str) -> int:
+    for level, names in enumerate(LAYERS):
+        for name in names:
+            if module == name or (name != "cora_kit" and module.startswith(name + ".")):
+                return level
+    raise AssertionError(f"{module} is in no layer of tests/test_architecture.py::LAYERS; place it there (DESIGN.md section 1)")
+
+
+def _core_imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """cora_kit modules imported anywhere in ``path`` (module level or inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    me = _module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.split(".")[0] == "cora_kit")
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            if base.split(".")[0] != "cora_kit":
+                continue
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                out.add(sub if sub in modules else base)
+    return {m for m in out if m in modules and m != me}
+
+
+def test_imports_run_downward_only():
+    modules = _core_modules()
+    upward = []
+    for name, path in modules.items():
+        for dep in sorted(_core_imports(path, modules)):
+            if _layer(dep) > _layer(name):
+                upward.append(f"{name} (layer {_layer(name)}) imports {dep} (layer {_layer(dep)})")
+    assert not upward, "imports must run downward (DESIGN.md section 1):\n" + "\n".join(upward)
+
+
+def test_no_import_cycles():
+    modules = _core_modules()
+    graph = {name: _core_imports(path, modules) for name, path in modules.items()}
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+    assert not cycles, "import cycles in cora_kit:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_layering_test_sees_real_edges():
+    """The graph walker finds known imports (so the two tests above cannot pass vacuously)."""
+    modules = _core_modules()
+    assert "cora_kit.pipeline" in _core_imports(modules["cora_kit.serving.loading"], modules)
+    assert "cora_kit.registry" in _core_imports(modules["cora_kit.pipeline"], modules)
+    assert "cora_kit.testing.base" in _core_imports(modules["cora_kit.testing"], modules)

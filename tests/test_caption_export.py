@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cora_kit import inference
+from cora_kit import serving
 from cora_kit.cli import main
-from cora_kit.config import resolve_config
+from cora_kit.config import read_config_file, resolve_config
 from cora_kit.errors import CheckpointError
-from cora_kit.models import export as export_mod
+from cora_kit.serving import export_format
 from cora_kit.pipeline import CoraModel
 from cora_kit.train.data import load_splits
 from cora_kit.train.engine import run
@@ -30,7 +30,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sets = [f"data.synth_dir={root / 'synth'}", "data.synth.n_train=8", "data.synth.n_val=2", "data.synth.n_test=4",
             "stages.stage1.max_steps=1", "stages.stage2.max_steps=1", "stages.stage3.max_steps=2",
             "stages.stage3.lr=1e-2", "eval.metrics=[bleu4]", "eval.max_new_tokens=4", "device=cpu"]
-    run(resolve_config("tiny", None, sets), root / "runs" / "t", progress=False)
+    run(resolve_config("tiny", None, sets), root / "runs" / "t", model_factory=CoraModel.from_config, progress=False)
     return root / "runs" / "t"
 
 
@@ -47,7 +47,7 @@ def _images(run_dir: Path) -> Path:
 
 def _vision_embeds(model: CoraModel, files: list[Path], query: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused LLM inputs ``[B,L,D]`` + mask for ``files`` through the whole vision path."""
-    erps = [inference.read_panorama(f) for f in files]
+    erps = [serving.read_panorama(f) for f in files]
     hidden = torch.cat([model.encode_frozen(model.tile(e[None]), 3) for e in erps])
     latent = model.resample(model.encode_trainable(hidden, 3))
     fused = model.fusion(model.projector(latent).tokens, [query] * len(files), model.llm.embed_tokens)
@@ -57,7 +57,7 @@ def _vision_embeds(model: CoraModel, files: list[Path], query: str) -> tuple[tor
 def test_seeded_rebuild_reproduces_frozen_weights(tiny_run: Path) -> None:
     """The run stores trainable weights only: rebuilding from config.yaml must give the
     same frozen weights whatever the global RNG state is."""
-    config = inference.read_config(tiny_run / "config.yaml")
+    config = read_config_file(tiny_run / "config.yaml")
     torch.manual_seed(1)
     a = CoraModel.from_config(config).state_dict()
     torch.manual_seed(12345)
@@ -69,13 +69,13 @@ def test_seeded_rebuild_reproduces_frozen_weights(tiny_run: Path) -> None:
 
 def test_run_loader_reproduces_the_engines_predictions(tiny_run: Path) -> None:
     """Captions of the test split through ``load_run`` equal what the engine wrote."""
-    model, info = inference.load_run(tiny_run, device="cpu")
+    model, info = serving.load_run(tiny_run, device="cpu")
     assert sorted(info.stages) == [1, 2, 3] and not info.notes
     config = model.config
     items = list(load_splits(config).test)
     want = {json.loads(line)["id"]: json.loads(line)["prediction"]
             for line in (tiny_run / "predictions.jsonl").read_text().splitlines()}
-    got = inference.caption_erps(model, [i["erp"] for i in items], [i["query"] for i in items],
+    got = serving.caption_erps(model, [i["erp"] for i in items], [i["query"] for i in items],
                                  config.eval.max_new_tokens, config.eval.num_beams)
     assert dict(zip([i["id"] for i in items], got, strict=True)) == want
     # the training run cached Stage-3 encoder features under a key that fingerprints every
@@ -88,8 +88,8 @@ def test_export_folder_is_self_contained(exported: Path) -> None:
     names = {p.name for p in exported.iterdir()}
     assert {"config.yaml", "plugins.json", "export.json", "encoder", "llm", "resampler.safetensors",
             "projector.safetensors", "overlap_head.safetensors"} <= names
-    assert not export_mod.find_pickles(exported)
-    config = inference.read_config(exported / "config.yaml")
+    assert not export_format.find_pickles(exported)
+    config = read_config_file(exported / "config.yaml")
     assert config.model.llm.pretrained == "llm" and config.model.encoder.pretrained == "encoder"
     assert config.model.llm.arch == {} and config.model.llm.tokenizer is None
     assert (exported / "llm" / "tokenizer.json").is_file()
@@ -97,14 +97,14 @@ def test_export_folder_is_self_contained(exported: Path) -> None:
     # the folder loads from anywhere: paths resolve inside it, not against the cwd
     moved = exported.parent / "moved"
     shutil.copytree(exported, moved)
-    model, _ = export_mod.load_export(moved, device="cpu")
+    model, _ = serving.load_export(moved, device="cpu")
     assert str(moved.resolve()) in model.config.model.llm.pretrained
 
 
 def test_merged_llm_matches_lora_wrapped(tiny_run: Path, exported: Path) -> None:
-    lora_model, _ = inference.load_run(tiny_run, device="cpu")
+    lora_model, _ = serving.load_run(tiny_run, device="cpu")
     assert not lora_model.llm.lora_is_zero()
-    merged_model, _ = export_mod.load_export(exported, device="cpu")
+    merged_model, _ = serving.load_export(exported, device="cpu")
     files = sorted(_images(tiny_run).glob("test_*.png"))[:2]
     query = "where is the red cube?"
     with torch.no_grad():
@@ -148,7 +148,7 @@ def test_export_refuses_pickle_files(exported: Path, tmp_path: Path, capsys: pyt
     shutil.copytree(exported, bad)
     torch.save({"x": torch.zeros(2)}, bad / "llm" / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="pickle"):
-        export_mod.load_export(bad)
+        serving.load_export(bad)
     pano = sorted((exported.parent / "synth" / "images").glob("*.png"))[0]
     assert main(["caption", str(pano), "--model", str(bad)]) == 2
     err = " ".join(capsys.readouterr().err.split())
@@ -163,7 +163,7 @@ def test_export_detects_modified_weights(exported: Path, tmp_path: Path) -> None
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="projector.safetensors"):
-        export_mod.load_export(bad)
+        serving.load_export(bad)
 
 
 def test_export_refuses_non_empty_out(tiny_run: Path, exported: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -204,8 +204,8 @@ def test_run_and_model_flags(tiny_run: Path, tmp_path: Path, capsys: pytest.Capt
     shutil.copy(tiny_run / "config.yaml", no3 / "config.yaml")
     shutil.copytree(tiny_run / "stage3", no3 / "stage3")
     with pytest.raises(CheckpointError, match="--from"):
-        inference.load_run(no3, device="cpu")
-    model, info = inference.load_run(no3, device="cpu", sources=[tiny_run])
+        serving.load_run(no3, device="cpu")
+    model, info = serving.load_run(no3, device="cpu", sources=[tiny_run])
     assert info.stages[1].startswith(str(tiny_run))
 
 
@@ -216,7 +216,7 @@ def test_run_records_weights_fingerprint_and_rebuild_checks_it(tiny_run: Path, t
     assert recorded
     copy = tmp_path / "run"
     shutil.copytree(tiny_run, copy)
-    inference.load_run(copy, device="cpu")  # same config -> same initial weights
+    serving.load_run(copy, device="cpu")  # same config -> same initial weights
     (copy / "weights_fingerprint.txt").write_text("0" * 32 + "-1\n")
     with pytest.raises(CheckpointError, match="other initial weights"):
-        inference.load_run(copy, device="cpu")
+        serving.load_run(copy, device="cpu")

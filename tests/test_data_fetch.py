@@ -163,7 +163,7 @@ def test_fetch_with_faults_writes_a_dataset_folder(server, tmp_path, capsys):
     assert "HTTP 404" in reasons["/missing.png"] and "not retried" in reasons["/missing.png"]
     assert "HTML" in reasons["/page.jpg"] and "text/html" in reasons["/page.jpg"]
     assert "cut short" in reasons["/cut.png"] and "3 attempts" in reasons["/cut.png"]
-    assert "32x32, not 2:1" in reasons["/square.png"]
+    assert "32x32 is not an equirectangular panorama" in reasons["/square.png"]
     assert "timed out" in reasons["/slow.png"] and "3 attempts" in reasons["/slow.png"]
     assert "failed: " + s.url("/missing.png") in captured.err
 

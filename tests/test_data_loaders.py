@@ -104,8 +104,8 @@ def _bad_cases(images: Path, tmp_path: Path) -> dict[str, tuple[str, str, str]]:
         "empty query": (f"url,query,annotation\n{a},q,ok\n{a}, ,text\n", "row 3", "empty 'query'"),
         "empty answer": (f"url,query,annotation\n{a},q,\n", "row 2", "empty 'annotation'"),
         "missing image": (f"url,query,annotation\n{a},q,ok\n{URL.format('zzz')},q,ok\n", "row 3", "image not found: .*zzz.jpg"),
-        "unreadable image": (f"url,query,annotation\n{tmp_path / 'broken.jpg'},q,ok\n", "row 2", "unreadable image .*broken.jpg"),
-        "non-2:1 image": (f"url,query,annotation\n{tmp_path / 'square.png'},q,ok\n", "row 2", "image .*square.png is 16x16, not 2:1"),
+        "unreadable image": (f"url,query,annotation\n{tmp_path / 'broken.jpg'},q,ok\n", "row 2", ".*broken.jpg: cannot read image"),
+        "non-2:1 image": (f"url,query,annotation\n{tmp_path / 'square.png'},q,ok\n", "row 2", ".*square.png: 16x16 is not an equirectangular panorama"),
         "duplicate row": (f"url,query,annotation\n{a},q,ok\n{a},q,other\n{a},q,ok\n", "row 4", "duplicate of row 2"),
         "malformed row": (f"url,query,annotation\n{a},q\n", "row 2", "has 2 fields, header has 3"),
         "url without root": (f"url,query,annotation\n{a},q,ok\n", "row 2", r"image is a URL \(.*a.jpg\); URLs are not fetched.*'a.jpg'"),
@@ -182,7 +182,7 @@ def test_stage1_csv_folder_and_captioning_csv(tmp_path, images):
 
 def test_folder_of_panoramas_bad_image(tmp_path, images):
     _pano(images / "d.png", 10, 30)
-    with pytest.raises(DataError, match=r"d\.png: image .* is 30x10, not 2:1"):
+    with pytest.raises(DataError, match=r"d\.png: 30x10 is not an equirectangular panorama"):
         load_images(images)
     assert [i.id for i in load_images(images, on_bad_row="skip")] == ["a", "b", "c"]
 
@@ -205,7 +205,7 @@ def test_decode_erp_shape_range_and_error(tmp_path, images):
     assert float(erp[0, :, :16].mean()) > 0.7  # the red left half
     assert decode_erp(images / "a.jpg", (8, 16)).shape == (3, 8, 16)
     (tmp_path / "junk.png").write_bytes(b"junk")
-    with pytest.raises(DataError, match=r"junk\.png: cannot decode image"):
+    with pytest.raises(DataError, match=r"junk\.png: cannot read image"):
         decode_erp(tmp_path / "junk.png")
 
 

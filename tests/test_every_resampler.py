@@ -13,7 +13,7 @@ import torch
 import cora_kit
 from cora_kit.cli import main
 from cora_kit.config import available_presets, resolve_config
-from cora_kit.models.summary import meta_config
+from cora_kit.commands.model_summary import meta_config
 from cora_kit.pipeline import CoraModel
 from cora_kit.registry import REGISTRY
 from cora_kit.testing import small_params

@@ -219,8 +219,8 @@ def test_packaged_tiny_tokenizer_covers_the_synthetic_language():
 @pytest.mark.slow
 def test_tiny_tokenizer_builder_reproduces_the_shipped_files(tmp_path):
     """Fails when the synthetic set's language changed: rerun
-    ``python -m cora_kit.models.tiny_tokenizer`` and commit cora_kit/assets/tiny_tokenizer."""
-    from cora_kit.models.tiny_tokenizer import main
+    ``python -m cora_kit.data.tiny_tokenizer`` and commit cora_kit/assets/tiny_tokenizer."""
+    from cora_kit.data.tiny_tokenizer import main
 
     main([str(tmp_path)])
     shipped = json.loads((hf_assets.tiny_tokenizer_dir() / "tokenizer.json").read_text())

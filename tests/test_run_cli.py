@@ -47,8 +47,9 @@ def test_bad_input_exits_2_with_a_hint(argv: list[str], message: str, tmp_path: 
 
 def test_run_command_writes_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     import cora_kit.train.engine as engine
+    from cora_kit.pipeline import CoraModel
 
-    monkeypatch.setattr(engine, "default_model_factory", fake_factory)
+    monkeypatch.setattr(CoraModel, "from_config", staticmethod(fake_factory))
     monkeypatch.setattr(engine, "load_splits", lambda config: make_splits(16, 4, 4))
     argv = ["run", "--resampler", "mlp", "--loss", "densecl", "--seed", "3", "--out", str(tmp_path), "--plain", *FAST]
     assert main(argv) == 0
@@ -66,8 +67,9 @@ def test_run_command_writes_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_run_protocol_paper_scores_reference_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import cora_kit.train.engine as engine
+    from cora_kit.pipeline import CoraModel
 
-    monkeypatch.setattr(engine, "default_model_factory", fake_factory)
+    monkeypatch.setattr(CoraModel, "from_config", staticmethod(fake_factory))
     monkeypatch.setattr(engine, "load_splits", lambda config: make_splits(16, 4, 4))
     argv = ["run", "--resampler", "mlp", "--loss", "none", "--out", str(tmp_path), "--plain", *FAST,
             "--protocol", "paper", "--set", "eval.metrics=[bleu4,rouge_l]", "--name", "p"]

@@ -82,9 +82,8 @@ def test_two_gloo_processes_stay_identical_and_rank0_writes(tmp_path: Path) -> N
 @pytest.mark.skipif(not hasattr(torch.distributed, "is_available") or not torch.distributed.is_available(),
                     reason="torch.distributed not available")
 def test_distributed_setup_is_a_noop_without_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cora_kit.train.distributed import resolve_device, setup
+    from cora_kit.train.distributed import setup
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     info = setup("cpu")
     assert not info.enabled and info.is_main
-    assert resolve_device("cpu", info).type == "cpu"

@@ -53,6 +53,7 @@ class FakeCoraModel(nn.Module):
             (ViewCamera(0, 0, 360, 8, True, "erp"),) + tuple(ViewCamera(y, 0, 120, 8) for y in (0, 90, 180, 270))
         )
         self.grid = (4, 4)
+        self.latent_grid = (4, 4)
         self.correspondences = overlap_correspondences(self.layout, self.grid)
         d = 8
         self.patch = nn.Linear(12, d)
@@ -173,6 +174,9 @@ class FakeCoraModel(nn.Module):
         with torch.no_grad():
             for name, t in state.items():
                 own[name].copy_(t)
+
+    def weights_fingerprint(self) -> str:
+        return _digest(*(p for _, p in sorted(self.named_parameters())))
 
     def plugin_metadata(self) -> dict:
         return {"resampler": {"name": "fake", "distribution": "tests", "version": "0", "backend": "torch"}}

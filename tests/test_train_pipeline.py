@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cora_kit.config import resolve_config
+from cora_kit.pipeline import CoraModel
 from cora_kit.train import checkpoint as ckpt
 from cora_kit.train.engine import run
 
@@ -20,7 +21,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "stages.stage1.max_steps=2", "stages.stage2.max_steps=1", "stages.stage2.grad_accum=2",
             "stages.stage3.max_steps=2", "eval.metrics=[bleu4]", "eval.max_new_tokens=4", "device=cpu",
             "model.loss.name=densecl"]
-    run(resolve_config("tiny", None, sets), root / "runs" / "t", progress=False)
+    run(resolve_config("tiny", None, sets), root / "runs" / "t", model_factory=CoraModel.from_config, progress=False)
     return root / "runs" / "t"
 
 

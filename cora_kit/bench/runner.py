@@ -84,9 +84,11 @@ def default_trainer(
 ) -> Mapping[str, Any]:
     """Train and evaluate one cell with the same code as ``cora-kit run``; returns the
     cell record (scores, per-item scores, diagnostics, trainable params, cache stats)."""
+    from cora_kit.pipeline import CoraModel
     from cora_kit.train.engine import run
 
-    result = run(config, run_dir, stages=tuple(stages), feature_cache_dir=cache_dir, plain_progress=True)
+    result = run(config, run_dir, stages=tuple(stages), model_factory=CoraModel.from_config,
+                 feature_cache_dir=cache_dir, plain_progress=True)
     return cell_record(result, config)
 
 

@@ -6,7 +6,7 @@
 
 A folder argument captions its .png/.jpg/.jpeg files (sorted) with a progress bar.
 Decoding defaults come from the model config's ``eval`` section. ``--out`` writes JSONL
-rows ``{"image", "query", "caption"}``. Logic: ``cora_kit.inference``.
+rows ``{"image", "query", "caption"}``. Logic: ``cora_kit.serving``.
 """
 
 from __future__ import annotations
@@ -51,14 +51,14 @@ def caption(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar for folder arguments."),
 ) -> None:
     """Caption panoramas with a trained run (--run) or an exported model (--model)."""
-    from cora_kit import inference
+    from cora_kit import serving
 
-    query = inference.DEFAULT_QUERY if query is None else query
-    files = inference.panorama_files(images)  # missing paths fail before the model loads
+    query = serving.DEFAULT_QUERY if query is None else query
+    files = serving.panorama_files(images)  # missing paths fail before the model loads
     for f in files:
-        inference.check_panorama(f)
+        serving.check_panorama(f)
     _quiet_transformers()
-    net, info = inference.load_model(run=run, model_dir=model, device=device, sources=from_runs)
+    net, info = serving.load_model(run=run, model_dir=model, device=device, sources=from_runs)
     err = Console(stderr=True)
     for note in info.notes:
         err.print(f"note: {note}", highlight=False)
@@ -69,10 +69,10 @@ def caption(
         with Progress(TextColumn("captioning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=err, transient=True) as bar:
             task = bar.add_task("caption", total=len(files))
-            rows = inference.caption_files(net, files, query, max_new_tokens, beams, batch_size,
+            rows = serving.caption_files(net, files, query, max_new_tokens, beams, batch_size,
                                            on_batch=lambda new: bar.advance(task, len(new)))
     else:
-        rows = inference.caption_files(net, files, query, max_new_tokens, beams, batch_size)
+        rows = serving.caption_files(net, files, query, max_new_tokens, beams, batch_size)
     if out is not None:
         _write_jsonl(out, rows)
     table = Table(title=f"query: {query}", title_justify="left")

@@ -3,7 +3,7 @@
 LoRA is merged into the LLM (peft ``merge_and_unload``); the LLM and encoder are saved
 with ``save_pretrained``, resampler / projector / overlap head as safetensors, with the
 resolved config (paths inside DIR) and plugins.json. ``cora-kit caption --model DIR``
-loads it with no run folder and no hub. Logic: ``cora_kit.models.export``.
+loads it with no run folder and no hub. Logic: ``cora_kit.serving.export``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def export(
     """Merge LoRA and write a self-contained model folder (safetensors only)."""
     from transformers.utils import logging as hf_logging
 
-    from cora_kit.models.export import export_run, summarize
+    from cora_kit.serving.export import export_run
+    from cora_kit.serving.export_format import summarize
 
     hf_logging.disable_progress_bar()
     folder = export_run(run, out, sources=tuple(from_runs), overwrite=overwrite)

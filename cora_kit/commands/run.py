@@ -92,6 +92,7 @@ def run(
 ) -> None:
     """Train Stage 1-3 and evaluate on the test split; writes runs/<name>/."""
     from cora_kit.config import resolve_config, validate_plugin_choices
+    from cora_kit.pipeline import CoraModel
     from cora_kit.train.engine import run as run_engine
 
     wanted = parse_stages(stages)
@@ -122,7 +123,7 @@ def run(
         raise ConfigError(f"--from {from_run}: no such run folder")
     run_name = name or default_name(cfg.model.resampler.name, cfg.model.loss.name, cfg.seed)
     result = run_engine(
-        cfg, out / run_name, stages=wanted, resume=resume, from_run=from_run,
+        cfg, out / run_name, stages=wanted, model_factory=CoraModel.from_config, resume=resume, from_run=from_run,
         feature_cache_dir=feature_cache, plain_progress=plain,
     )
     if int(os.environ.get("RANK", "0")) == 0:

@@ -6,6 +6,7 @@ Public API (imported lazily, so ``cora-kit data synth`` does not load torch)::
     load_split(path_or_dir, split, image_root=None, on_bad_row="error") -> LoadReport
     load_images(path_or_dir, split, image_root=None, on_bad_row="error") -> LoadReport
     CaptionDataset, PanoramaDataset, caption_dataset, panorama_dataset, make_loader, collate
+    check_erp(path), read_erp(path, size=None)     the one ERP file reader (images.py)
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ _EXPORTS: dict[str, str] = {
     "decode_erp": "dataset",
     "make_loader": "dataset",
     "panorama_dataset": "dataset",
+    "ErpError": "images",
+    "check_erp": "images",
+    "read_erp": "images",
     "Scene": "scene",
     "SceneObject": "scene",
 }

@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from PIL import Image, UnidentifiedImageError
-
+from cora_kit.data.images import ErpError, check_erp
 from cora_kit.errors import DataError
 
 FORMATS: dict[str, tuple[str, str, str]] = {
@@ -41,8 +40,6 @@ SPLIT_FILES: dict[str, tuple[str, ...]] = {
     "val": ("val.csv", "valid.csv", "validation.csv"),
     "test": ("test.csv",),
 }
-#: an ERP's width / height may differ from 2 by this fraction of 2 (1%: 2048x1024 +- ~10 px)
-ASPECT_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -149,24 +146,13 @@ def resolve_image(url: str, csv_dir: Path, image_root: Path | None) -> Path:
     raise _BadRow("missing image", f"image not found: {tried}")
 
 
-def erp_aspect_problem(width: int, height: int) -> str | None:
-    """None when ``width x height`` is 2:1 within ``ASPECT_TOLERANCE``, else the reason
-    (``"is WxH, not 2:1 (...)"``, to follow ``"image <name> "``)."""
-    if height <= 0 or abs(width / height - 2.0) > 2.0 * ASPECT_TOLERANCE:
-        return f"is {width}x{height}, not 2:1 (equirectangular, tolerance {ASPECT_TOLERANCE:.0%})"
-    return None
-
-
 def check_image(path: Path) -> None:
-    """Reads the image header: ``_BadRow`` if unreadable or not 2:1 (equirectangular)."""
+    """Reads the image header (``cora_kit.data.images.check_erp``): ``_BadRow`` if
+    unreadable, of an unsupported colour mode or not 2:1 (equirectangular)."""
     try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise _BadRow("unreadable image", f"unreadable image {path}: {exc}") from None
-    problem = erp_aspect_problem(w, h)
-    if problem:
-        raise _BadRow("image not 2:1", f"image {path} {problem}")
+        check_erp(path)
+    except ErpError as err:
+        raise _BadRow(err.problem, str(err)) from None
 
 
 class _ImageChecker:

@@ -16,30 +16,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from cora_kit.data.csv_loaders import ImageItem, LoadReport, Sample, load_images, load_split
-from cora_kit.errors import DataError
+from cora_kit.data.images import read_erp
 
 
 def decode_erp(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Decode an image with PIL -> FloatTensor ``[3,H,W]`` in [0, 1]; ``size`` (H, W)
-    resizes it (bilinear). A decoding failure is a DataError naming the file."""
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: cannot decode image ({exc})") from None
-    # numpy, not torch ops: no intra-op thread pool spinning in the main process
-    chw = np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
-    chw *= np.float32(1.0 / 255.0)
-    return torch.from_numpy(chw)
+    """Decode an ERP file -> FloatTensor ``[3,H,W]`` in [0, 1]; ``size`` (H, W) resizes it
+    (bilinear). ``cora_kit.data.images.read_erp``: bad files are DataErrors naming them."""
+    return read_erp(path, size)
 
 
 def _views(tiler: Callable[[torch.Tensor], Any] | None, erp: torch.Tensor) -> dict[str, torch.Tensor]:

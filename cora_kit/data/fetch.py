@@ -10,7 +10,8 @@ distinct http(s) URL once, in parallel, and writes ``out`` as a dataset folder::
     out/fetch-report.json                     {"fetched", "already_present", "failed": [{url, reason}], ...}
 
 A download goes to ``images/.<hash>.part`` and is renamed only once complete and checked
-(it decodes, and is 2:1 within ``ASPECT_TOLERANCE``), so an interrupted fetch never leaves a
+(it decodes, and is 2:1 within ``cora_kit.data.images.ASPECT_TOLERANCE``, the tolerance
+of every ERP reader), so an interrupted fetch never leaves a
 partial file under a final name; the next run skips complete files and continues a ``.part``
 with an HTTP range request where the server allows it. Transient failures (5xx, connection
 errors, timeouts, a body cut short) are retried with exponential backoff; a 4xx never is.
@@ -36,7 +37,8 @@ from urllib.parse import urlparse
 
 from PIL import Image, UnidentifiedImageError
 
-from cora_kit.data.csv_loaders import SPLIT_FILES, erp_aspect_problem
+from cora_kit.data.csv_loaders import SPLIT_FILES
+from cora_kit.data.images import ErpError, check_erp
 from cora_kit.errors import DataError
 
 REPORT_NAME = "fetch-report.json"
@@ -196,17 +198,21 @@ def find_complete(images: Path, stem: str) -> Path | None:
 
 
 def check_panorama_file(path: Path) -> str:
-    """Decode ``path`` fully and check it is a 2:1 panorama; returns the file extension of its
-    format. Raises ``_Permanent`` with the reason otherwise."""
+    """Check ``path`` is a panorama the loaders accept (``cora_kit.data.images.check_erp``:
+    readable, grey/RGB, 2:1 within ``ASPECT_TOLERANCE``) and that it decodes to the end;
+    returns the file extension of its format. Raises ``_Permanent`` with the reason otherwise."""
+    try:
+        check_erp(path)
+    except ErpError as err:
+        if err.problem == "unreadable image":
+            raise _Permanent(f"not an image ({_sniff(path)}; {err})") from None
+        raise _Permanent(str(err)) from None
     try:
         with Image.open(path) as img:
-            fmt, (w, h) = img.format or "", img.size
-            img.load()
+            fmt = img.format or ""
+            img.load()  # a body cut short decodes only part-way
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise _Permanent(f"not a decodable image ({_sniff(path)}; {type(exc).__name__}: {exc})") from None
-    problem = erp_aspect_problem(w, h)
-    if problem:
-        raise _Permanent(f"image {problem}")
     return _FORMAT_EXT.get(fmt, f".{fmt.lower() or 'img'}")
 
 

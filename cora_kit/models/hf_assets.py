@@ -4,7 +4,8 @@ cora-kit never downloads. A model id resolves to a local directory (a path given
 user, or a snapshot already in the Hugging Face cache); otherwise ``MissingWeightsError``
 says where it looked and how to get the files. The packaged files are the config.json of
 the paper models (``cora_kit/configs/models/<org>--<name>/config.json``, for random-init
-builds on the meta device) and the tiny tokenizer (``cora_kit/assets/tiny_tokenizer``).
+builds on the meta device) and the tiny tokenizer (``cora_kit/assets/tiny_tokenizer``, built by
+``cora_kit.data.tiny_tokenizer``).
 """
 
 from __future__ import annotations
@@ -14,15 +15,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cora_kit.data.tiny_tokenizer import tiny_tokenizer_dir
 from cora_kit.errors import MissingWeightsError
 
 #: value of ``model.llm.tokenizer`` that selects the packaged tiny tokenizer
 TINY_TOKENIZER = "cora-kit-tiny"
-
-
-def tiny_tokenizer_dir() -> Path:
-    """Directory of the packaged tiny tokenizer (tokenizer.json + tokenizer_config.json)."""
-    return Path(str(resources.files("cora_kit") / "assets" / "tiny_tokenizer"))
 
 
 def shipped_config_dir(model_id: str) -> Path | None:

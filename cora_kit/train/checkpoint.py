@@ -7,6 +7,9 @@ Layout of one stage folder (``runs/<name>/stage<k>/``)::
     model.safetensors  trainable weights at the end of the stage (written once, when done)
     done.json          {"stage", "steps", "metrics"}: the stage finished
 
+and, in the run folder, ``weights_fingerprint.txt``: the hash of the freshly built model's
+weights, checked whenever the run is rebuilt from ``config.yaml`` (resume, caption, export).
+
 Every file is written to a temporary name in the same folder and renamed, so a crash or
 Ctrl-C never leaves half a file under a real name. Resume state is loaded with
 ``torch.load(weights_only=True)``: pickles of arbitrary objects are refused.
@@ -33,6 +36,7 @@ WEIGHTS_LAST = "last.safetensors"
 STATE_LAST = "last.state.pt"
 WEIGHTS_FINAL = "model.safetensors"
 DONE = "done.json"
+WEIGHTS_FINGERPRINT = "weights_fingerprint.txt"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -182,8 +186,27 @@ def load_final(stage_dir: Path) -> dict[str, torch.Tensor]:
     return load_weights(stage_dir / WEIGHTS_FINAL)
 
 
+def check_or_write_fingerprint(path: Path, fingerprint: str, writer: bool = True) -> None:
+    """Record the freshly built model's weights ``fingerprint`` at ``path``, or check it
+    against the one recorded (resume, ``cora-kit caption --run``): a mismatch means the
+    rebuild does not start from the weights this run was trained from."""
+    path = Path(path)
+    if path.is_file():
+        recorded = path.read_text(encoding="utf-8").strip()
+        if recorded != fingerprint:
+            raise CheckpointError(
+                f"{path}: the model rebuilt from config.yaml has other initial weights ({fingerprint}) than "
+                f"the run was trained from ({recorded}); a changed transformers/torch version or "
+                "pretrained files on disk can do this"
+            )
+    elif writer:
+        write_text_atomic(path, fingerprint + "\n")
+
+
 __all__ = [
+    "WEIGHTS_FINGERPRINT",
     "atomic_write",
+    "check_or_write_fingerprint",
     "has_checkpoint",
     "is_done",
     "load_checkpoint",

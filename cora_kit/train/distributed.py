@@ -1,7 +1,8 @@
 """torchrun / DDP: process group setup (NCCL on GPUs, gloo on CPU) and small helpers.
 
 ``torchrun --nproc-per-node N -m cora_kit run ...`` sets ``RANK``, ``WORLD_SIZE`` and
-``LOCAL_RANK``; without them everything here is a no-op (one process).
+``LOCAL_RANK``; without them everything here is a no-op (one process). The device of a
+rank comes from ``cora_kit.device.resolve_device(name, local_rank)``.
 """
 
 from __future__ import annotations
@@ -43,23 +44,9 @@ def setup(device: str) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local)
 
 
-def teardown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def barrier(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.barrier()
-
-
-def all_reduce_mean(value: float, info: DistInfo, device: torch.device | str = "cpu") -> float:
-    """Mean of a Python float over ranks (for logging)."""
-    if not info.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t.item()) / info.world_size
 
 
 def any_rank(flag: bool, info: DistInfo, device: torch.device | str = "cpu") -> bool:
@@ -71,13 +58,4 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device | str = "cpu") -> 
     return bool(t.item() > 0)
 
 
-def resolve_device(name: str, info: DistInfo) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is there, else ``cpu``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and info.enabled:
-        return torch.device(f"cuda:{info.local_rank}")
-    return torch.device(name)
-
-
-__all__ = ["DistInfo", "all_reduce_mean", "any_rank", "barrier", "resolve_device", "setup", "teardown"]
+__all__ = ["DistInfo", "any_rank", "barrier", "setup"]

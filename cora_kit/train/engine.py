@@ -23,11 +23,13 @@ import numpy as np
 import torch
 
 from cora_kit.config import CoraConfig, StageConfig, to_yaml
+from cora_kit.device import resolve_device
 from cora_kit.errors import CheckpointError, CoraKitError
 from cora_kit.train import checkpoint as ckpt
 from cora_kit.train import distributed as dist_utils
 from cora_kit.train.data import Splits, load_splits
 from cora_kit.train.progress import StageProgress
+from cora_kit.train.protocol import CoraModelLike, ModelFactory
 from cora_kit.train.run_dir import RunDir
 from cora_kit.train.stages import STEP_FNS, FeatureProvider, epoch_order, plan_steps, stage1_views, warmup_cosine
 
@@ -80,39 +82,10 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return contextlib.nullcontext()
 
 
-WEIGHTS_FINGERPRINT = "weights_fingerprint.txt"
-
-
-def check_or_write_fingerprint(path: Path, model: Any, writer: bool = True) -> None:
-    """Record the freshly built model's weights fingerprint, or check it against the one
-    recorded (resume, ``cora-kit caption --run``): a mismatch means the rebuild does not
-    start from the weights this run was trained from."""
-    fingerprint = getattr(model, "weights_fingerprint", None)
-    if fingerprint is None:
-        return
-    current = fingerprint()
-    if path.is_file():
-        recorded = path.read_text(encoding="utf-8").strip()
-        if recorded != current:
-            raise CheckpointError(
-                f"{path}: the model rebuilt from config.yaml has other initial weights ({current}) than "
-                f"the run was trained from ({recorded}); a changed transformers/torch version or "
-                "pretrained files on disk can do this"
-            )
-    elif writer:
-        path.write_text(current + "\n", encoding="utf-8")
-
-
-def default_model_factory(config: CoraConfig, device: torch.device) -> Any:
-    from cora_kit.pipeline import CoraModel
-
-    return CoraModel.from_config(config, device=device)
-
-
 class _StepModule(torch.nn.Module):
     """Wraps a stage step so DDP sees one ``forward`` (gradient all-reduce hooks)."""
 
-    def __init__(self, model: Any, stage: int, cfg: StageConfig) -> None:
+    def __init__(self, model: CoraModelLike, stage: int, cfg: StageConfig) -> None:
         super().__init__()
         self.model = model
         self.fn = STEP_FNS[stage]
@@ -137,7 +110,7 @@ class _Ctx:
 
 
 def _auto_batch(
-    ctx: _Ctx, model: Any, stage: int, cfg: StageConfig, provider: FeatureProvider,
+    ctx: _Ctx, model: CoraModelLike, stage: int, cfg: StageConfig, provider: FeatureProvider,
     items: Sequence[dict[str, Any]], say: Callable[..., None],
 ) -> StageConfig:
     """``--batch-size auto``: split the stage's effective batch by what fits; the choice is
@@ -170,7 +143,7 @@ def _auto_batch(
     return new
 
 
-def _train_stage(ctx: _Ctx, model: Any, stage: int, items: Sequence[dict[str, Any]], resume: bool) -> StageResult:
+def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[dict[str, Any]], resume: bool) -> StageResult:
     cfg: StageConfig = getattr(ctx.config.stages, f"stage{stage}")
     stage_dir = ctx.rd.stage(stage)
     t0 = time.perf_counter()
@@ -301,7 +274,7 @@ def _train_stage(ctx: _Ctx, model: Any, stage: int, items: Sequence[dict[str, An
     return StageResult(stage, step, metrics, trainable, seconds, resumed_from)
 
 
-def _load_previous(model: Any, before: int, sources: Sequence[Path]) -> list[str]:
+def _load_previous(model: CoraModelLike, before: int, sources: Sequence[Path]) -> list[str]:
     """Load the final weights of stages ``1..before-1`` (from the first source that has
     them); a stage with no weights anywhere is a CheckpointError."""
     loaded = []
@@ -325,11 +298,12 @@ def run(
     config: CoraConfig,
     out_dir: str | Path,
     stages: Sequence[int] = (1, 2, 3),
+    *,
+    model_factory: ModelFactory,
     resume: bool = False,
     feature_cache_dir: str | Path | None = None,
     from_run: str | Path | None = None,
     splits: Splits | None = None,
-    model_factory: Callable[[CoraConfig, torch.device], Any] | None = None,
     evaluate: bool = True,
     progress: bool = True,
     plain_progress: bool = False,
@@ -337,6 +311,8 @@ def run(
 ) -> RunResult:
     """Train ``stages`` in order into ``out_dir`` and evaluate; see the module docstring.
 
+    ``model_factory(config, device)`` builds the model (``cora_kit.pipeline.CoraModel.
+    from_config`` for real runs: the engine sits below the pipeline and never imports it).
     ``feature_cache_dir`` defaults to ``<out_dir>/../.feature-cache`` (shared by runs in
     one output folder). ``from_run`` supplies earlier stages' weights.
     """
@@ -350,8 +326,8 @@ def run(
         from cora_kit.eval.protocols import paper_columns
 
         paper_columns(config.eval.metrics)
-    info = dist_utils.setup("cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    device = dist_utils.resolve_device(config.device, info)
+    info = dist_utils.setup(resolve_device(config.device).type)
+    device = resolve_device(config.device, info.local_rank if info.enabled else None)
     out_dir = Path(out_dir)
     rd = RunDir(out_dir, writer=info.is_main)
     if not resume and any(rd.stage(s).exists() for s in stages):  # every rank checks: no hang
@@ -362,11 +338,11 @@ def run(
     ctx = _Ctx(config, rd, info, device, cache_dir, progress, plain_progress, on_step)
 
     seed_everything(config.seed)
-    model = (model_factory or default_model_factory)(config, device)
+    model = model_factory(config, device)
     splits = splits if splits is not None else load_splits(config)
     rd.write_text(rd.config, to_yaml(config))
     rd.write_json(rd.plugins, model.plugin_metadata())
-    check_or_write_fingerprint(rd.root / WEIGHTS_FINGERPRINT, model, writer=rd.writer)
+    ckpt.check_or_write_fingerprint(rd.root / ckpt.WEIGHTS_FINGERPRINT, model.weights_fingerprint(), writer=rd.writer)
     sources = [out_dir] + ([Path(from_run)] if from_run else [])
     _load_previous(model, stages[0], sources)
 

@@ -13,16 +13,10 @@ from typing import Any
 
 import torch
 
+from cora_kit.train.protocol import CoraModelLike
 from cora_kit.train.stages import FeatureProvider, stage1_views
 
 CONDITIONS = ("panorama", "blank", "shuffled")
-
-
-def _latent_grid(model: Any) -> tuple[int, int]:
-    grid = getattr(model, "latent_grid", None)
-    if grid is not None:
-        return tuple(grid)
-    return tuple(model.resampler.output_grid(tuple(model.grid)))
 
 
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -30,7 +24,7 @@ def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 
 @torch.no_grad()
-def stage1_diagnostics(model: Any, items: Sequence[dict[str, Any]], ctx: Any) -> dict[str, Any]:
+def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any) -> dict[str, Any]:
     """Seed's ``val_*`` diagnostics of the overlap head on the tiles of ``items``."""
     from cora_kit.eval.diagnostics import stage1_diagnostics as diagnose
 
@@ -51,7 +45,7 @@ def stage1_diagnostics(model: Any, items: Sequence[dict[str, Any]], ctx: Any) ->
                 heads.append(model.overlap_head(lat_tiles).float().cpu())
     finally:
         model.train(was_training)
-    result = diagnose(torch.cat(heads), corr, _latent_grid(model), resampler_features=torch.cat(lats))
+    result = diagnose(torch.cat(heads), corr, model.latent_grid, resampler_features=torch.cat(lats))
     return {**result.to_dict(), "num_images": len(items)}
 
 
@@ -65,7 +59,7 @@ def _derangement(n: int, seed: int) -> list[int]:
 
 
 @torch.no_grad()
-def predict(model: Any, items: Sequence[dict[str, Any]], ctx: Any, condition: str = "panorama") -> dict[str, str]:
+def predict(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any, condition: str = "panorama") -> dict[str, str]:
     """Captions for ``items`` with the real panorama, a blank one, or another item's."""
     ev = ctx.config.eval
     provider = FeatureProvider(model, 3, str(ctx.cache_dir), ctx.device, batch_size=ev.batch_size, stats=ctx.cache_stats)
@@ -114,7 +108,7 @@ def score(
 _SCORING_KEYS = ("protocol", "num_items", "num_rows", "implementations")
 
 
-def evaluate_test(model: Any, splits: Any, ctx: Any) -> dict[str, Any] | None:
+def evaluate_test(model: CoraModelLike, splits: Any, ctx: Any) -> dict[str, Any] | None:
     """predictions.jsonl, references.jsonl and scores.json on the test split.
 
     scores.json: ``{"split", "num_items", "protocol" (grouped | paper), ["num_rows",

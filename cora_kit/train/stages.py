@@ -14,39 +14,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import torch
-from torch import nn
 
 from cora_kit.config import StageConfig
 from cora_kit.train.feature_cache import FeatureCache, image_hash
+from cora_kit.train.protocol import CoraModelLike
 
-StepFn = Callable[[Any, torch.Tensor, Sequence[dict[str, Any]], StageConfig], tuple[torch.Tensor, dict[str, float]]]
-
-
-class CoraModelLike(Protocol):
-    """The part of ``cora_kit.pipeline.CoraModel`` the engine uses (see the pipeline contract)."""
-
-    def tile(self, erp: torch.Tensor) -> torch.Tensor: ...
-    def encoder_cache_key(self, stage: int) -> str: ...
-    def encode_frozen(self, views: torch.Tensor, stage: int) -> torch.Tensor: ...
-    def encode_trainable(self, hidden: torch.Tensor, stage: int) -> torch.Tensor: ...
-    def resample(self, feats: torch.Tensor) -> torch.Tensor: ...
-    def overlap_loss(self, latent: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]: ...
-    def lm_loss(self, latent: torch.Tensor, queries: list[str], answers: list[str]) -> tuple[torch.Tensor, dict[str, float]]: ...
-    def generate(self, latent: torch.Tensor, queries: list[str], max_new_tokens: int = 32, num_beams: int = 1) -> list[str]: ...
-    def set_stage(self, stage: int) -> dict[str, int]: ...
-    def param_groups(self, stage: int, stage_cfg: StageConfig) -> list[dict]: ...
-    def trainable_state_dict(self, stage: int) -> dict[str, torch.Tensor]: ...
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> None: ...
-    def plugin_metadata(self) -> dict: ...
+StepFn = Callable[[CoraModelLike, torch.Tensor, Sequence[dict[str, Any]], StageConfig], tuple[torch.Tensor, dict[str, float]]]
 
 
 # --- step functions -------------------------------------------------------------------
 
 
-def stage1_step(model: Any, hidden: torch.Tensor, items: Sequence[dict[str, Any]], cfg: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def stage1_step(model: CoraModelLike, hidden: torch.Tensor, items: Sequence[dict[str, Any]], cfg: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """Overlap loss on the views' latent: last k encoder blocks -> resampler -> head."""
     feats = model.encode_trainable(hidden, 1)
     latent = model.resample(feats)
@@ -54,7 +36,7 @@ def stage1_step(model: Any, hidden: torch.Tensor, items: Sequence[dict[str, Any]
     return loss, {"overlap_loss": float(loss.detach()), **_prefixed("overlap", logs)}
 
 
-def stage2_step(model: Any, hidden: torch.Tensor, items: Sequence[dict[str, Any]], cfg: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def stage2_step(model: CoraModelLike, hidden: torch.Tensor, items: Sequence[dict[str, Any]], cfg: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """LM cross-entropy + ``overlap_weight`` x overlap loss through the frozen head."""
     feats = model.encode_trainable(hidden, 2)
     latent = model.resample(feats)
@@ -68,7 +50,7 @@ def stage2_step(model: Any, hidden: torch.Tensor, items: Sequence[dict[str, Any]
     return loss, logs
 
 
-def stage3_step(model: Any, hidden: torch.Tensor, items: Sequence[dict[str, Any]], cfg: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def stage3_step(model: CoraModelLike, hidden: torch.Tensor, items: Sequence[dict[str, Any]], cfg: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """LM cross-entropy; encoder and resampler are frozen, so their pass runs without grad."""
     with torch.no_grad():
         latent = model.resample(model.encode_trainable(hidden, 3))
@@ -143,7 +125,7 @@ class FeatureProvider:
     """
 
     def __init__(
-        self, model: Any, stage: int, cache_dir: str, device: torch.device, batch_size: int = 8,
+        self, model: CoraModelLike, stage: int, cache_dir: str, device: torch.device, batch_size: int = 8,
         views: Sequence[int] | None = None, stats: dict[str, int] | None = None,
     ) -> None:
         self.model = model
@@ -244,18 +226,13 @@ class FeatureProvider:
         return out.to(self.device)
 
 
-def stage1_views(model: Any) -> list[int]:
+def stage1_views(model: CoraModelLike) -> list[int]:
     """Stage 1 runs on the tiles only (the views the overlap correspondences cover)."""
     return list(model.correspondences.view_indices or model.layout.tile_indices)
 
 
-def count_trainable(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 __all__ = [
     "STEP_FNS",
-    "CoraModelLike",
     "FeatureProvider",
     "epoch_order",
     "plan_steps",

@@ -8,12 +8,16 @@ template. The small vocabulary keeps the tiny LM's embedding and output layers c
 
 Regenerate (deterministic) with::
 
-    python -m cora_kit.models.tiny_tokenizer [OUT_DIR]
+    python -m cora_kit.data.tiny_tokenizer [OUT_DIR]
+
+It lives with the data because it is built from the synthetic set's language; the
+``qwen3`` adapter finds the shipped copy through ``tiny_tokenizer_dir()``.
 """
 
 from __future__ import annotations
 
 import sys
+from importlib import resources
 from pathlib import Path
 
 VOCAB_SIZE = 768
@@ -88,10 +92,13 @@ def build_tokenizer(vocab_size: int = VOCAB_SIZE):
     return fast
 
 
+def tiny_tokenizer_dir() -> Path:
+    """Directory of the packaged tiny tokenizer (tokenizer.json + tokenizer_config.json)."""
+    return Path(str(resources.files("cora_kit") / "assets" / "tiny_tokenizer"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    from cora_kit.models.hf_assets import tiny_tokenizer_dir
-
     out = Path(args[0]) if args else tiny_tokenizer_dir()
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer()
