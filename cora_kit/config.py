@@ -149,6 +149,9 @@ class DataConfig(_Strict):
     synth: SynthConfig = Field(default_factory=SynthConfig)
     num_workers: int = Field(0, ge=0)
     on_bad_row: Literal["error", "skip"] = "error"
+    #: what Stages 2-3 train on: all = every (image, query, annotation) row (the seed);
+    #: first = each (image, query) with its first annotation; sample = one drawn per epoch
+    train_targets: Literal["all", "first", "sample"] = "all"
 
 
 class EvalConfig(_Strict):
@@ -156,6 +159,9 @@ class EvalConfig(_Strict):
     #: grouped: each prediction against all references of its (image, query) (cora-kit);
     #: paper: each reference row alone with the paper's implementations (cora_kit.eval.protocols)
     protocol: Literal["grouped", "paper"] = "grouped"
+    #: at the end of each epoch: Stage 1 diagnostics on stage1_val (val_adj_cos ...), Stages
+    #: 2-3 the LM loss on the val split's rows (val_loss), in metrics.jsonl (the seed's val_*)
+    validation: bool = True
     max_new_tokens: int = Field(32, ge=1)
     num_beams: int = Field(1, ge=1)
     batch_size: int = Field(8, ge=1)

@@ -274,3 +274,23 @@ def test_bad_input_is_exit_2(tmp_path, capsys):
     _write_csv(good / "train.csv", [])
     assert main(["data", "fetch", str(good), "--out", str(good)]) == 2
     assert "another folder" in capsys.readouterr().err
+
+
+def test_fetch_uses_the_one_2_1_tolerance_of_every_erp_reader(server, tmp_path):
+    from cora_kit.data.images import ASPECT_TOLERANCE, check_erp
+    from cora_kit.errors import DataError
+
+    s = server
+    s.files["/near.png"] = _image(129, 64, 40)  # 2.016: within 1%
+    s.files["/far.png"] = _image(134, 64, 41)  # 2.094: not
+    src = tmp_path / "train.csv"
+    _write_csv(src, [(s.url("/near.png"), "q", "a"), (s.url("/far.png"), "q", "b")])
+    report = fetch_dataset(src, tmp_path / "out", FetchOptions(workers=2, retries=0, timeout=2.0))
+    assert ASPECT_TOLERANCE == 0.01 and report.fetched == 1
+    assert [f["url"] for f in report.failed] == [s.url("/far.png")]
+    kept = tmp_path / "out" / "images" / f"{url_file_stem(s.url('/near.png'))}.png"
+    assert check_erp(kept).width == 129  # the loaders, training, captioning and tile accept what fetch kept
+    far = tmp_path / "far.png"
+    far.write_bytes(s.files["/far.png"])
+    with pytest.raises(DataError, match="134x64"):
+        check_erp(far)  # ... and refuse what it refused

@@ -27,7 +27,7 @@ from cora_kit.device import resolve_device
 from cora_kit.errors import CheckpointError, CoraKitError
 from cora_kit.train import checkpoint as ckpt
 from cora_kit.train import distributed as dist_utils
-from cora_kit.train.data import Splits, load_splits
+from cora_kit.train.data import Splits, annotation_rows, data_report, epoch_items, load_splits, skipped_line, training_items
 from cora_kit.train.progress import StageProgress
 from cora_kit.train.protocol import CoraModelLike, ModelFactory
 from cora_kit.train.run_dir import RunDir
@@ -52,6 +52,8 @@ class StageResult:
     seconds: float
     resumed_from: int | None = None
     skipped: bool = False
+    #: the validation metrics at the end of the stage's last epoch (val_loss, val_adj_cos, ...)
+    validation: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,6 +65,8 @@ class RunResult:
     seconds: float = 0.0
     #: ``encoder_image_passes`` (images through the frozen encoder prefix) and ``cache_hits``
     cache_stats: dict[str, int] = field(default_factory=dict)
+    #: data-report.json: rows read, items and skipped rows per split
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
@@ -143,7 +147,28 @@ def _auto_batch(
     return new
 
 
-def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[dict[str, Any]], resume: bool) -> StageResult:
+#: ``validate(stage, epoch)`` -> metrics to log (``val_loss``, ``val_adj_cos``, ...); run on rank 0
+Validator = Callable[[int, int], dict[str, float]]
+
+
+def _validate(ctx: _Ctx, validate: Validator | None, stage: int, epoch: int, step: int) -> dict[str, float]:
+    """End of an epoch: the validation metrics, logged to metrics.jsonl (rank 0 computes,
+    every rank waits)."""
+    if validate is None:
+        return {}
+    values: dict[str, float] = {}
+    if ctx.dist.is_main:
+        with _autocast(ctx.device, ctx.config.precision):
+            values = validate(stage, epoch)
+        ctx.rd.log_metrics({"stage": stage, "step": step, "epoch": epoch, **values})
+    dist_utils.barrier(ctx.dist)
+    return values
+
+
+def _train_stage(
+    ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[dict[str, Any]], resume: bool,
+    validate: Validator | None = None,
+) -> StageResult:
     cfg: StageConfig = getattr(ctx.config.stages, f"stage{stage}")
     stage_dir = ctx.rd.stage(stage)
     t0 = time.perf_counter()
@@ -196,6 +221,8 @@ def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[di
         runner = DDP(module, device_ids=ids, find_unused_parameters=True)
     model.train()
     orders: dict[int, list[int]] = {}
+    this_epoch: Sequence[dict[str, Any]] = items
+    last_val: dict[str, float] = {}
     last_ckpt = resumed_from
     metrics: dict[str, float] = {}
     window: list[float] = []
@@ -225,7 +252,8 @@ def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[di
                     if epoch not in orders:
                         orders.clear()
                         orders[epoch] = epoch_order(len(items), ctx.config.seed, stage, epoch, ctx.dist.rank, ctx.dist.world_size)
-                    batch = [items[i] for i in orders[epoch][idx * cfg.batch_size : (idx + 1) * cfg.batch_size]]
+                        this_epoch = epoch_items(items, stage, epoch)  # data.train_targets: sample
+                    batch = [this_epoch[i] for i in orders[epoch][idx * cfg.batch_size : (idx + 1) * cfg.batch_size]]
                     hidden = provider.features(batch)
                     sync = a == cfg.grad_accum - 1 or not ctx.dist.enabled
                     # DDP all-reduces gradients only on the last micro-batch of a step
@@ -255,7 +283,9 @@ def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[di
                     window.clear()
                     ctx.rd.log_metrics(row)
                 if (step * cfg.grad_accum) % micro < cfg.grad_accum or step == total:
-                    bar.epoch_end(epoch, step, {"loss": metrics["loss"], "lr": lr})
+                    last_val = _validate(ctx, validate, stage, epoch, step)
+                    shown = {k: v for k, v in last_val.items() if k in ("val_loss", "val_adj_cos")}
+                    bar.epoch_end(epoch, step, {"loss": metrics["loss"], "lr": lr, **shown})
                 if step % cfg.checkpoint_every == 0 and step < total:
                     save(step, ckpt.rng_state())
                 if ctx.on_step is not None:
@@ -271,7 +301,7 @@ def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[di
         ckpt.mark_done(stage_dir, final, info)
     dist_utils.barrier(ctx.dist)
     say(f"stage {stage}: done, {step} steps in {seconds:.0f}s, loss {metrics.get('loss', float('nan')):.4f}")
-    return StageResult(stage, step, metrics, trainable, seconds, resumed_from)
+    return StageResult(stage, step, metrics, trainable, seconds, resumed_from, validation=last_val)
 
 
 def _load_previous(model: CoraModelLike, before: int, sources: Sequence[Path]) -> list[str]:
@@ -292,6 +322,37 @@ def _load_previous(model: CoraModelLike, before: int, sources: Sequence[Path]) -
                 f" run stage {k} first or pass --from RUN_DIR"
             )
     return loaded
+
+
+DATA_REPORT = "data-report.json"
+
+
+def _validator(config: CoraConfig, model: CoraModelLike, splits: Splits, ctx: _Ctx, report: Any) -> tuple[dict[int, Validator], dict[str, Any]]:
+    """Per stage, what runs at the end of each epoch (``eval.validation``): Stage 1 the seed's
+    diagnostics on stage1_val (logged ``val_adj_cos`` ...), Stages 2-3 the LM loss on every
+    (image, query, annotation) row of the val split (``val_loss``). Also returns the dict the
+    last Stage-1 diagnostics are kept in (diagnostics.json's ``after``)."""
+    last: dict[str, Any] = {}
+    if not config.eval.validation:
+        return {}, last
+    val_rows = annotation_rows(splits.val)
+
+    def stage1(stage: int, epoch: int) -> dict[str, float]:
+        diag = report.stage1_diagnostics(model, splits.stage1_val, ctx)
+        last.clear()
+        last.update(diag)
+        return {f"val_{k}": float(v) for k, v in diag.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "num_images"}
+
+    def lm(stage: int, epoch: int) -> dict[str, float]:
+        return report.validation_loss(model, val_rows, ctx, stage)
+
+    out: dict[int, Validator] = {}
+    if splits.stage1_val:
+        out[1] = stage1
+    if val_rows:
+        out[2] = out[3] = lm
+    return out, last
 
 
 def run(
@@ -340,13 +401,21 @@ def run(
     seed_everything(config.seed)
     model = model_factory(config, device)
     splits = splits if splits is not None else load_splits(config)
+    train_items = training_items(splits.train, config.data.train_targets, config.seed)
+    data = data_report(splits, config, training=len(train_items))
+    rd.write_json(rd.root / DATA_REPORT, data)
+    if skipped_line(data) and info.is_main:  # never silent, whatever the progress setting
+        import sys
+
+        print(f"data: {skipped_line(data)}; every one is listed in {rd.root / DATA_REPORT}", file=sys.stderr)
     rd.write_text(rd.config, to_yaml(config))
     rd.write_json(rd.plugins, model.plugin_metadata())
     ckpt.check_or_write_fingerprint(rd.root / ckpt.WEIGHTS_FINGERPRINT, model.weights_fingerprint(), writer=rd.writer)
     sources = [out_dir] + ([Path(from_run)] if from_run else [])
     _load_previous(model, stages[0], sources)
 
-    result = RunResult(out_dir)
+    result = RunResult(out_dir, data=data)
+    validate, last_diagnostics = _validator(config, model, splits, ctx, report)
     diag_before = None
     if 1 in stages and splits.stage1_val and not (resume and ckpt.is_done(rd.stage(1))):
         diag_before = report.stage1_diagnostics(model, splits.stage1_val, ctx)
@@ -363,10 +432,11 @@ def run(
             model.load_trainable_state_dict(ckpt.load_final(stage_dir), strict=True)
             result.stages[stage] = StageResult(stage, 0, {}, {}, 0.0, skipped=True)
             continue
-        items = splits.stage1_train if stage == 1 else splits.train
-        result.stages[stage] = _train_stage(ctx, model, stage, items, resume)
+        items = splits.stage1_train if stage == 1 else train_items
+        result.stages[stage] = _train_stage(ctx, model, stage, items, resume, validate.get(stage))
         if stage == 1 and splits.stage1_val:
-            after = report.stage1_diagnostics(model, splits.stage1_val, ctx)
+            # the last epoch's validation already measured the final weights
+            after = dict(last_diagnostics) or report.stage1_diagnostics(model, splits.stage1_val, ctx)
             result.diagnostics = {"split": "stage1_val", "before": diag_before, "after": after}
             rd.write_json(rd.diagnostics, result.diagnostics)
     if result.diagnostics is None and rd.diagnostics.is_file():

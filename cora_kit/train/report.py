@@ -1,4 +1,5 @@
-"""After training: Stage-1 diagnostics, test-split captions and scores, ``summary.md``.
+"""Validation and evaluation: Stage-1 diagnostics, the val LM loss, test-split captions and
+scores, ``summary.md``.
 
 Learning is checked against two controls fed through the same trained model: every
 panorama replaced by a blank (black) ERP, and panoramas shuffled across items (a
@@ -47,6 +48,29 @@ def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ct
         model.train(was_training)
     result = diagnose(torch.cat(heads), corr, model.latent_grid, resampler_features=torch.cat(lats))
     return {**result.to_dict(), "num_images": len(items)}
+
+
+@torch.no_grad()
+def validation_loss(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any, stage: int) -> dict[str, float]:
+    """The seed's ``val_loss``: LM cross-entropy of ``items`` (val rows, each with its
+    ``answer``) under the current weights, averaged over answer tokens, in eval mode.
+    Returns ``{"val_loss", "val_items"}``; the training RNG is left untouched."""
+    provider = FeatureProvider(model, stage, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size,
+                               stats=ctx.cache_stats)
+    total, tokens = 0.0, 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[ctx.device.index or 0] if ctx.device.type == "cuda" else []):
+            for batch in _batches(items, ctx.config.eval.batch_size):
+                latent = model.resample(model.encode_trainable(provider.features(batch), stage))
+                loss, logs = model.lm_loss(latent, [i["query"] for i in batch], [i["answer"] for i in batch])
+                n = float(logs.get("answer_tokens", len(batch)))
+                total += float(loss) * n
+                tokens += n
+    finally:
+        model.train(was_training)
+    return {"val_loss": total / max(tokens, 1.0), "val_items": float(len(items))}
 
 
 def _derangement(n: int, seed: int) -> list[int]:
@@ -152,13 +176,16 @@ def write_summary(rd: Any, config: Any, result: Any, splits: Any, plugins: dict[
         f"# Run {rd.root.name}", "",
         f"resampler `{m.resampler.name}`, loss `{m.loss.name}`, preset `{config.preset}`, seed {config.seed},"
         f" data `{splits.source}`; total {result.seconds:.0f} s.", "",
-        "## Stages", "", "| stage | steps | final loss | trainable params | seconds |", "|---|---:|---:|---:|---:|",
+        *_data_lines(getattr(result, "data", None)),
+        "## Stages", "", "| stage | steps | final loss | validation (last epoch) | trainable params | seconds |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for k, s in sorted(result.stages.items()):
         if s.skipped:
-            lines.append(f"| {k} | (done earlier) | | | |")
+            lines.append(f"| {k} | (done earlier) | | | | |")
         else:
-            lines.append(f"| {k} | {s.steps} | {_fmt(s.metrics.get('loss'))} | {sum(s.trainable.values()):,} | {s.seconds:.0f} |")
+            val = _validation_cell(getattr(s, "validation", {}) or {})
+            lines.append(f"| {k} | {s.steps} | {_fmt(s.metrics.get('loss'))} | {val} | {sum(s.trainable.values()):,} | {s.seconds:.0f} |")
     d = result.diagnostics
     if d:
         lines += ["", f"## Stage-1 diagnostics ({d.get('split')})", "", "| metric | before | after |", "|---|---:|---:|"]
@@ -187,6 +214,39 @@ def write_summary(rd: Any, config: Any, result: Any, splits: Any, plugins: dict[
         lines += ["", "## Test split", ""] + [f"- {n}" for n in splits.notes]
     lines += ["", "## Plugins", "", "```", _plugins_text(plugins), "```", ""]
     rd.write_text(rd.summary, "\n".join(lines))
+
+
+def _validation_cell(values: dict[str, float]) -> str:
+    if "val_loss" in values:
+        return f"val_loss {values['val_loss']:.4f}"
+    if "val_adj_cos" in values:
+        return f"val_adj_cos {values['val_adj_cos']:.4f}"
+    return "n/a"
+
+
+def _data_lines(data: dict[str, Any] | None) -> list[str]:
+    """``## Data``: rows read, items and skipped rows per split (from data-report.json)."""
+    if not data:
+        return []
+    lines = ["## Data", ""]
+    if data["splits"]:
+        lines += ["| split | file | rows read | items | skipped rows |", "|---|---|---:|---:|---:|"]
+    for name, v in data["splits"].items():
+        why = ", ".join(f"{n} {r}" for r, n in v["skipped_by_reason"].items())
+        lines.append(f"| {name} | `{v['file']}` | {v['rows_read']} | {v['items']} | {v['skipped']}"
+                     + (f" ({why})" if why else "") + " |")
+    targets = {"all": "every (image, query, annotation) row", "first": "the first annotation of each (image, query)",
+               "sample": "one annotation per (image, query), drawn each epoch"}[data["train_targets"]]
+    if data["splits"]:
+        lines.append("")
+    lines.append(f"Stages 2-3 train on {data['training_items_stage2_3']} items: {targets}"
+                 f" (`data.train_targets: {data['train_targets']}`).")
+    if data["skipped_total"]:
+        lines.append(f"**{data['skipped_total']} rows were skipped** (`data.on_bad_row: skip`); each is listed"
+                     " with its file, row and reason in `data-report.json`.")
+    else:
+        lines.append(f"No row was skipped (`data.on_bad_row: {data['on_bad_row']}`).")
+    return lines + [""]
 
 
 def _protocol_line(scores: dict[str, Any]) -> str:
