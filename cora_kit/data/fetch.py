@@ -9,24 +9,23 @@ distinct http(s) URL once, in parallel, and writes ``out`` as a dataset folder::
                                               (relative to ``out``), ``source_url`` the original
     out/fetch-report.json                     {"fetched", "already_present", "failed": [{url, reason}], ...}
 
-A download goes to ``images/.<hash>.part`` and is renamed only once complete and checked
-(it decodes, and is 2:1 within ``cora_kit.data.images.ASPECT_TOLERANCE``, the tolerance
-of every ERP reader), so an interrupted fetch never leaves a
-partial file under a final name; the next run skips complete files and continues a ``.part``
-with an HTTP range request where the server allows it. Transient failures (5xx, connection
-errors, timeouts, a body cut short) are retried with exponential backoff; a 4xx never is.
-Rows whose image failed are left out of the rewritten CSVs (the report says why). A row whose
-``url`` is a local path keeps it (made absolute), if the file exists.
+Each download (``cora_kit.data.download``) goes to ``images/.<hash>.part`` and is renamed
+only once complete and checked (it decodes, and is 2:1 within
+``cora_kit.data.images.ASPECT_TOLERANCE``, the tolerance of every ERP reader), so an
+interrupted fetch never leaves a partial file under a final name; the next run skips complete
+files and continues a ``.part`` with an HTTP range request where the server allows it.
+Transient failures (5xx, connection errors, timeouts, a body cut short) are retried with
+exponential backoff; a 4xx never is. Rows whose image failed are left out of the rewritten
+CSVs (the report says why). A row whose ``url`` is a local path keeps it (made absolute), if
+the file exists.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -35,31 +34,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from PIL import Image, UnidentifiedImageError
-
 from cora_kit.data.csv_loaders import SPLIT_FILES
-from cora_kit.data.images import ErpError, check_erp
+from cora_kit.data.download import (
+    USER_AGENT,
+    Downloader,
+    FetchOptions,
+    PermanentError,
+    TransientError,
+    find_complete,
+    url_file_stem,
+)
 from cora_kit.errors import DataError
 
 REPORT_NAME = "fetch-report.json"
 IMAGES_DIR = "images"
 URL_COLUMN = "url"
 SOURCE_COLUMN = "source_url"
-_BACKOFF_CAP_S = 30.0
-_FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
-_USER_AGENT = "cora-kit-fetch (+https://github.com/cora-kit)"
-
-
-@dataclass(frozen=True)
-class FetchOptions:
-    """``workers`` parallel downloads; ``retries`` extra attempts after a transient failure,
-    waiting ``backoff * 2**k`` seconds (+ jitter, capped at 30 s; a 503's Retry-After is
-    honoured within the cap); ``timeout`` seconds for connect/read/write/pool each."""
-
-    workers: int = 8
-    retries: int = 3
-    timeout: float = 30.0
-    backoff: float = 1.0
 
 
 @dataclass
@@ -103,24 +93,7 @@ class FetchReport:
         }
 
 
-class _Transient(Exception):
-    """Worth another attempt (5xx, network, timeout, body cut short)."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-class _Permanent(Exception):
-    """Not worth another attempt (4xx, not an image, not 2:1, ...)."""
-
-
 # --- reading the sources ------------------------------------------------------------
-
-
-def url_file_stem(url: str) -> str:
-    """The file name (without extension) of ``url``'s image: its SHA-256 in hex."""
-    return hashlib.sha256(url.encode("utf-8")).hexdigest()
 
 
 def is_http_url(text: str) -> bool:
@@ -184,133 +157,6 @@ def distinct_urls(sources: list[SourceCsv]) -> list[str]:
             if is_http_url(url):
                 seen.setdefault(url)
     return list(seen)
-
-
-# --- one download -----------------------------------------------------------------------
-
-
-def find_complete(images: Path, stem: str) -> Path | None:
-    """An already complete image of ``stem`` (from an earlier run), if one is there."""
-    for p in images.glob(f"{stem}.*"):
-        if p.is_file() and not p.name.endswith(".part"):
-            return p
-    return None
-
-
-def check_panorama_file(path: Path) -> str:
-    """Check ``path`` is a panorama the loaders accept (``cora_kit.data.images.check_erp``:
-    readable, grey/RGB, 2:1 within ``ASPECT_TOLERANCE``) and that it decodes to the end;
-    returns the file extension of its format. Raises ``_Permanent`` with the reason otherwise."""
-    try:
-        check_erp(path)
-    except ErpError as err:
-        if err.problem == "unreadable image":
-            raise _Permanent(f"not an image ({_sniff(path)}; {err})") from None
-        raise _Permanent(str(err)) from None
-    try:
-        with Image.open(path) as img:
-            fmt = img.format or ""
-            img.load()  # a body cut short decodes only part-way
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise _Permanent(f"not a decodable image ({_sniff(path)}; {type(exc).__name__}: {exc})") from None
-    return _FORMAT_EXT.get(fmt, f".{fmt.lower() or 'img'}")
-
-
-def _sniff(path: Path) -> str:
-    """A short description of what a non-image body starts with."""
-    with path.open("rb") as f:
-        head = f.read(64)
-    if head.lstrip()[:1] == b"<":
-        return "body looks like HTML/XML"
-    return f"{path.stat().st_size} bytes"
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-class Downloader:
-    """Downloads one URL into ``images/`` (resume, retries, checks); thread-safe."""
-
-    def __init__(self, client, images: Path, options: FetchOptions, stop: threading.Event,
-                 on_bytes: Callable[[int], None] | None = None) -> None:
-        self.client, self.images, self.options, self.stop = client, images, options, stop
-        self.on_bytes = on_bytes or (lambda n: None)
-
-    def __call__(self, url: str) -> tuple[Path, int]:
-        """-> (final path, bytes downloaded). Raises _Permanent/_Transient (after retries)."""
-        stem = url_file_stem(url)
-        part = self.images / f".{stem}.part"
-        attempt, total = 0, 0
-        while True:
-            try:
-                resumed, n, ctype = self._get(url, part)
-                total += n
-                try:
-                    ext = check_panorama_file(part)
-                except _Permanent as exc:
-                    if not resumed:
-                        raise _Permanent(f"{exc} [Content-Type: {ctype}]") from None
-                    # a stale partial from another version of the file: once more, whole
-                    part.unlink(missing_ok=True)
-                    _, n, ctype = self._get(url, part)
-                    total += n
-                    ext = check_panorama_file(part)
-                final = self.images / f"{stem}{ext}"
-                os.replace(part, final)
-                return final, total
-            except _Permanent:
-                part.unlink(missing_ok=True)
-                raise
-            except _Transient as exc:
-                if attempt >= self.options.retries or self.stop.is_set():
-                    raise _Transient(f"{exc} (after {attempt + 1} attempt{'s' if attempt else ''})") from None
-                wait = min(self.options.backoff * 2**attempt, _BACKOFF_CAP_S)
-                wait = wait * (1.0 + 0.25 * random.random())
-                if exc.retry_after is not None:
-                    wait = min(max(wait, exc.retry_after), _BACKOFF_CAP_S)
-                attempt += 1
-                if self.stop.wait(wait):
-                    raise _Transient(f"{exc} (interrupted)") from None
-
-    def _get(self, url: str, part: Path) -> tuple[bool, int, str]:
-        """One GET into ``part`` (continuing it with a range request when it exists);
-        -> (continued an earlier partial, bytes received, Content-Type)."""
-        import httpx
-
-        start = part.stat().st_size if part.is_file() else 0
-        headers = {"Range": f"bytes={start}-"} if start else {}
-        try:
-            with self.client.stream("GET", url, headers=headers) as r:
-                code = r.status_code
-                if code == 416 and start:  # the partial is not a prefix of this file any more
-                    part.unlink(missing_ok=True)
-                    raise _Transient("HTTP 416 on a range request; restarting the download")
-                if code >= 500:
-                    raise _Transient(f"HTTP {code} {r.reason_phrase}", _retry_after(r.headers.get("retry-after")))
-                if code >= 400:
-                    raise _Permanent(f"HTTP {code} {r.reason_phrase} (a 4xx is not retried)")
-                if code not in (200, 206):
-                    raise _Permanent(f"HTTP {code} {r.reason_phrase}: expected 200")
-                resumed = code == 206 and start > 0
-                received = 0
-                with part.open("ab" if resumed else "wb") as f:
-                    for chunk in r.iter_bytes():  # as received: a cut body keeps what came
-                        if self.stop.is_set():
-                            raise _Transient("interrupted")
-                        f.write(chunk)
-                        received += len(chunk)
-                        self.on_bytes(len(chunk))
-                return resumed, received, r.headers.get("content-type", "none")
-        except httpx.TimeoutException as exc:
-            raise _Transient(f"timed out ({type(exc).__name__}, --timeout {self.options.timeout:g} s)") from None
-        except httpx.RemoteProtocolError as exc:
-            raise _Transient(f"connection closed early: body cut short ({exc})") from None
-        except httpx.TransportError as exc:
-            raise _Transient(f"connection error ({type(exc).__name__}: {exc})") from None
 
 
 # --- the whole fetch ----------------------------------------------------------------------
@@ -422,7 +268,7 @@ def fetch_dataset(
     timeout = httpx.Timeout(options.timeout)
     limits = httpx.Limits(max_connections=options.workers, max_keepalive_connections=options.workers)
     # identity: the bytes on the wire are the file's, so a range request continues a .part
-    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     try:
         with httpx.Client(timeout=timeout, limits=limits, follow_redirects=True, headers=headers) as client:
             download = Downloader(client, images, options, stop, count_bytes)
@@ -433,7 +279,7 @@ def fetch_dataset(
                         url = futures[future]
                         try:
                             path, _ = future.result()
-                        except (_Transient, _Permanent) as exc:
+                        except (TransientError, PermanentError) as exc:
                             report.failed.append({"url": url, "reason": str(exc)})
                         else:
                             local[url] = f"{IMAGES_DIR}/{path.name}"
