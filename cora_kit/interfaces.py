@@ -1,6 +1,11 @@
 """The interface of every plugin kind, with the tensor shapes that are its contract.
 
-``cora_kit.testing`` checks these contracts for built-ins and third-party plugins.
+This module is complete: it declares everything the core ever calls or reads on a plugin
+(the core never probes a plugin for an undeclared attribute), and ``cora_kit.testing``
+checks each of those methods for built-ins and third-party plugins. docs/plugins.md is the
+guide; the optional protocols at the end (``TokenizedMetric``, ``ItemScoredMetric``) are
+extras the scorer uses when a metric offers them. (Over 400 lines on purpose: DESIGN
+section 1 puts every kind's complete interface in this one module.)
 
 | kind      | input -> output                                                    |
 |-----------|--------------------------------------------------------------------|
@@ -18,10 +23,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from cora_kit.geometry import Correspondences, TileLayout
@@ -36,10 +42,52 @@ class PluginParams(BaseModel):
 
 
 class ResamplerParams(PluginParams):
-    """Parameters every resampler accepts (seed: SigLIP2 1152 -> latent 1024)."""
+    """Parameters every resampler accepts (seed: SigLIP2 1152 -> latent 1024). The
+    pipeline passes ``in_dim`` (the encoder's width) and ``out_dim`` (``model.latent_dim``).
+    A resampler that cannot change the width declares ``in_dim`` only (``identity``): it
+    gets no ``out_dim``, and its ``out_dim`` attribute (= ``in_dim``) sizes the latent."""
 
     in_dim: int = 1152
     out_dim: int = 1024
+
+
+class PretrainedParams(PluginParams):
+    """What the pipeline passes to an encoder or LLM adapter, from its config section:
+
+    * ``pretrained=<path or hub id>`` when ``model.<part>.pretrained`` is set (load those
+      weights, from disk only), else ``random_init=True`` (build ``arch`` without weights);
+    * ``arch={...}`` when ``model.<part>.arch`` is non-empty (architecture overrides of a
+      random-init build);
+    * after ``cora-kit export``: ``pretrained=<folder>`` written by ``save_pretrained``.
+
+    Subclass it (or declare the same fields) so the params model accepts them.
+    """
+
+    pretrained: str | None = None
+    random_init: bool = False
+    arch: dict[str, Any] = Field(default_factory=dict)
+
+
+class EncoderParams(PretrainedParams):
+    """Parameters the pipeline passes to a vision encoder (see ``PretrainedParams``)."""
+
+
+class LLMParams(PretrainedParams):
+    """Parameters the pipeline passes to an LLM adapter: those of ``PretrainedParams`` plus
+    ``tokenizer=<path or id>`` when ``model.llm.tokenizer`` is set (None: the adapter's
+    own choice) and ``trust_remote_code=True`` when ``model.llm.trust_remote_code`` is."""
+
+    tokenizer: str | None = None
+    trust_remote_code: bool = False
+
+
+class Reported:
+    """Attributes every plugin may set and ``plugins.json`` records: ``backend`` (what this
+    instance actually runs, e.g. "mamba-ssm CUDA"; None: the registered backend) and
+    ``source`` (where its weights came from, e.g. "pretrained:/path")."""
+
+    backend: str | None = None
+    source: str | None = None
 
 
 # --- tiler ------------------------------------------------------------------
@@ -53,7 +101,7 @@ class TiledViews:
     layout: TileLayout
 
 
-class Tiler(abc.ABC):
+class Tiler(Reported, abc.ABC):
     """ERP panorama -> views. ``layout`` is fixed at construction."""
 
     layout: TileLayout
@@ -66,17 +114,19 @@ class Tiler(abc.ABC):
 # --- encoder ----------------------------------------------------------------
 
 
-class VisionEncoder(nn.Module, abc.ABC):
-    """Per-view patch encoder.
+class VisionEncoder(Reported, nn.Module, abc.ABC):
+    """Per-view patch encoder; its factory accepts ``EncoderParams``.
 
     ``forward(pixels [N,3,s,s] float in [0,1]) -> [N,P,Dv]`` with ``P = grid[0]*grid[1]``.
     The split ``forward_frozen`` / ``forward_trainable`` lets the pipeline cache the
     frozen prefix: ``forward(x) == forward_trainable(forward_frozen(x, k), k)``.
     """
 
+    #: side ``s`` of the square views it expects; token grid ``(h, w)``; width ``Dv``
     image_size: int
     grid: Grid
     hidden_size: int
+    #: number of blocks; ``num_trainable_blocks`` k of the config is in ``[0, num_blocks]``
     num_blocks: int
 
     @abc.abstractmethod
@@ -98,17 +148,30 @@ class VisionEncoder(nn.Module, abc.ABC):
         """Identifies the weights + config for the feature cache."""
         return type(self).__name__
 
+    def save_pretrained(self, folder: Path) -> list[str] | None:
+        """Write the weights to ``folder`` (safetensors only) in a form that the factory
+        loads back with ``pretrained=str(folder)``; return the weight files written
+        (relative to ``folder``). ``None`` (the default): the encoder has no such format,
+        and ``cora-kit export`` stores its state dict and rebuilds it from the config."""
+        return None
+
+    def summary_notes(self) -> list[str]:
+        """Lines ``cora-kit model-summary`` prints about this encoder (e.g. weights that are
+        loaded but never run)."""
+        return []
+
 
 # --- resampler --------------------------------------------------------------
 
 
-class Resampler(nn.Module, abc.ABC):
-    """``forward(x [N,P,Din], grid) -> [N,P',Dout]``; keeps P unless it declares a new grid."""
+class Resampler(Reported, nn.Module, abc.ABC):
+    """``forward(x [N,P,Din], grid) -> [N,P',Dout]``; keeps P unless it declares a new grid.
+    Its factory accepts ``ResamplerParams``."""
 
     in_dim: int
     out_dim: int
     #: backend actually used by this instance (e.g. "torch scan", "mamba-ssm CUDA")
-    backend: str = "torch"
+    backend: str | None = "torch"
 
     def output_grid(self, grid: Grid) -> Grid:
         """Token grid after resampling, for an input grid ``(h, w)``."""
@@ -121,7 +184,7 @@ class Resampler(nn.Module, abc.ABC):
 # --- overlap loss -----------------------------------------------------------
 
 
-class OverlapLoss(nn.Module, abc.ABC):
+class OverlapLoss(Reported, nn.Module, abc.ABC):
     """Self-supervised loss on what overlapping views see.
 
     ``forward(features [B,V,P,D], correspondences, grid) -> (scalar, logs)`` where view
@@ -173,7 +236,7 @@ class StitchedTokens:
     positions: TokenPositions
 
 
-class Stitcher(abc.ABC):
+class Stitcher(Reported, abc.ABC):
     """Views' tokens -> one sequence. Selection depends only on layout and grid."""
 
     @abc.abstractmethod
@@ -199,23 +262,37 @@ class Stitcher(abc.ABC):
 # --- language model ---------------------------------------------------------
 
 
-class LLMAdapter(nn.Module, abc.ABC):
+class LLMAdapter(Reported, nn.Module, abc.ABC):
     """A causal LM driven through ``inputs_embeds``, its tokenizer and LoRA.
 
-    The tokenizer has the special token ``vision_token`` (``<|vision|>``).
+    The factory accepts ``LLMParams``. ``tokenizer`` is a transformers tokenizer with a
+    chat template, an eos token and the single special token ``vision_token``
+    (``<|vision|>``, which the adapter adds); the core calls it as ``tokenizer(text,
+    add_special_tokens=False)["input_ids"]``, ``apply_chat_template``,
+    ``convert_tokens_to_ids`` and reads ``eos_token_id``, ``pad_token_id``,
+    ``unk_token_id`` and ``chat_template``. Shapes: ``B`` prompts, ``L`` tokens, ``D``
+    = ``hidden_size``, ``V`` vocabulary.
     """
 
     vision_token: str = "<|vision|>"
     tokenizer: Any
+    #: width ``D`` of the embeddings the LM takes
     hidden_size: int
+    #: number of transformer layers and vocabulary size (``cora-kit model-summary``'s memory estimate)
+    num_layers: int
+    vocab_size: int
+    #: module names LoRA wraps by default (the conformance checks; configs set
+    #: ``model.llm.lora.target_modules``, seed: the 7 Qwen3 projections)
+    lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")
 
     @property
     @abc.abstractmethod
-    def vision_token_id(self) -> int: ...
+    def vision_token_id(self) -> int:
+        """Id of ``vision_token`` in ``tokenizer`` (a property)."""
 
     @abc.abstractmethod
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """``[B,L]`` token ids -> ``[B,L,D_lm]`` embeddings."""
+        """``[B,L]`` token ids -> ``[B,L,D]`` embeddings."""
 
     @abc.abstractmethod
     def forward(
@@ -224,11 +301,9 @@ class LLMAdapter(nn.Module, abc.ABC):
         attention_mask: torch.Tensor,
         labels: torch.Tensor | None = None,
     ) -> Any:
-        """Returns an object with ``.logits`` ``[B,L,V]`` and ``.loss`` when labels are given."""
-
-    @abc.abstractmethod
-    def enable_lora(self, r: int, alpha: int, dropout: float, target_modules: Sequence[str]) -> None:
-        """Wrap the LM with peft LoRA adapters; only adapter weights stay trainable."""
+        """``inputs_embeds`` ``[B,L,D]``, ``attention_mask`` ``[B,L]`` (1 = token), ``labels``
+        ``[B,L]`` (-100 = ignored) -> an object with ``.logits`` ``[B,L,V]`` and ``.loss`` (a
+        0-dim tensor, the mean next-token cross-entropy) when labels are given."""
 
     @abc.abstractmethod
     def generate(
@@ -238,14 +313,57 @@ class LLMAdapter(nn.Module, abc.ABC):
         max_new_tokens: int = 32,
         num_beams: int = 1,
     ) -> list[str]:
-        """Decode answers for a batch of fused prompts (``[B,L,D_lm]``)."""
+        """Decode answers for a batch of left-padded fused prompts ``[B,L,D]`` (mask ``[B,L]``):
+        greedy for ``num_beams=1``, beam search otherwise, at most ``max_new_tokens`` each;
+        returns B strings without special tokens."""
+
+    # -- LoRA ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def enable_lora(self, r: int, alpha: int, dropout: float, target_modules: Sequence[str]) -> None:
+        """Add LoRA adapters (rank ``r``, scale ``alpha / r``) on ``target_modules``; base
+        weights frozen, only adapter weights trainable; zero-initialised (a no-op until
+        trained). A ``ValueError`` when a target module does not exist."""
+
+    @abc.abstractmethod
+    def lora_parameters(self) -> list[nn.Parameter]:
+        """The adapter weights (empty before ``enable_lora`` and after ``merge_lora``)."""
+
+    @abc.abstractmethod
+    def lora_is_zero(self) -> bool:
+        """True while the adapters do not change the LM (e.g. every LoRA B matrix is 0)."""
+
+    @abc.abstractmethod
+    def set_lora_active(self, active: bool) -> None:
+        """Run (True) or skip (False) the adapter layers. The pipeline skips zero adapters
+        before Stage 3 (saves their compute); skipping non-zero adapters would change the
+        model and must raise ``RuntimeError``. A no-op without adapters."""
+
+    # -- export -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def merge_lora(self) -> None:
+        """Fold the adapters into the base weights (the LM's outputs stay the same);
+        afterwards ``lora_parameters()`` is empty. ``cora-kit export`` calls it."""
+
+    @abc.abstractmethod
+    def save_pretrained(self, folder: Path) -> list[str]:
+        """Write the LM (safetensors only) and its tokenizer to ``folder`` so that the
+        factory rebuilds the same model with ``pretrained=str(folder)`` (tokenizer None);
+        return the weight files written (relative to ``folder``)."""
 
 
 # --- metric -----------------------------------------------------------------
 
 
-class Metric(abc.ABC):
+class Metric(Reported, abc.ABC):
     """Caption metric on grouped references (all references of one (image, query))."""
+
+    #: headline score key (None: the registered name with ``-`` -> ``_``)
+    key: str | None = None
+    #: True for metrics that run a separate process (java): the scorer calls ``start()``
+    #: first, scores them on a worker thread while the others run, then calls ``close()``
+    background: bool = False
 
     def available(self) -> tuple[bool, str | None]:
         """``(True, None)`` or ``(False, "unavailable: reason")``."""
@@ -255,15 +373,56 @@ class Metric(abc.ABC):
     def score(
         self, predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]
     ) -> dict[str, float]:
-        """``{metric_name: value}`` (the first key is the headline value)."""
+        """``{metric_name: value}`` (the first key is the headline value). A prediction id
+        without references (or the reverse) is a ``ValueError`` naming the id."""
+
+    def start(self) -> None:
+        """Start what ``score`` needs (e.g. a JVM) before scoring; a no-op by default."""
+
+    def close(self) -> None:
+        """Release what ``start`` started; a no-op by default."""
+
+
+@runtime_checkable
+class TokenizedMetric(Protocol):
+    """Optional metric protocol: metrics with equal ``tokenizer_key`` share one tokenisation
+    (the COCO metrics: PTB tokens). ``score_tokenized(*tokenize(p, r)) == score(p, r)``."""
+
+    tokenizer_key: str
+
+    def tokenize(
+        self, predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]
+    ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """-> (``{id: [tokenised prediction]}``, ``{id: [tokenised refs...]}``)."""
+        ...
+
+    def score_tokenized(
+        self, res: Mapping[str, list[str]], gts: Mapping[str, list[str]]
+    ) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class ItemScoredMetric(TokenizedMetric, Protocol):
+    """Optional: per-id scores for paired comparisons (bench's bootstrap CIs)."""
+
+    def score_items_tokenized(
+        self, res: Mapping[str, list[str]], gts: Mapping[str, list[str]]
+    ) -> dict[str, float]:
+        """``{id: value}`` for every id of ``gts``."""
+        ...
 
 
 __all__ = [
+    "EncoderParams",
     "Grid",
+    "ItemScoredMetric",
     "LLMAdapter",
+    "LLMParams",
     "Metric",
     "OverlapLoss",
     "PluginParams",
+    "PretrainedParams",
+    "Reported",
     "Resampler",
     "ResamplerParams",
     "StitchedTokens",
@@ -271,5 +430,6 @@ __all__ = [
     "TiledViews",
     "Tiler",
     "TokenPositions",
+    "TokenizedMetric",
     "VisionEncoder",
 ]

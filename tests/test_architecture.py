@@ -142,5 +142,5 @@ def test_layering_test_sees_real_edges():
     """The graph walker finds known imports (so the two tests above cannot pass vacuously)."""
     modules = _core_modules()
     assert "cora_kit.pipeline" in _core_imports(modules["cora_kit.serving.loading"], modules)
-    assert "cora_kit.registry" in _core_imports(modules["cora_kit.pipeline"], modules)
+    assert "cora_kit.registry" in _core_imports(modules["cora_kit.pipeline.build"], modules)
     assert "cora_kit.testing.base" in _core_imports(modules["cora_kit.testing"], modules)

@@ -78,11 +78,11 @@ def memory_estimate(model: Any, stage: int, batch_size: int, act_bytes: int = 4)
         k = cfg.model.encoder.num_trainable_blocks
         acts += ACT_ENCODER_BLOCK * k * batch_size * V * enc.grid[0] * enc.grid[1] * enc.hidden_size * act_bytes
     else:
-        lm_cfg = model.llm.model.config
+        llm = model.llm
         L = model.projector.num_tokens + cfg.model.llm.max_text_tokens
         per_layer = ACT_LLM_LAYER + (ACT_LORA_LAYER if stage == 3 else 0)
-        acts += per_layer * lm_cfg.num_hidden_layers * batch_size * L * lm_cfg.hidden_size * act_bytes
-        acts += ACT_LOGITS * batch_size * L * lm_cfg.vocab_size * 4
+        acts += per_layer * llm.num_layers * batch_size * L * llm.hidden_size * act_bytes
+        acts += ACT_LOGITS * batch_size * L * llm.vocab_size * 4
     return {
         "weights": weights / GIB,
         "grads_and_optimizer": optim / GIB,
@@ -116,13 +116,7 @@ def model_summary(config: CoraConfig, batch_size: int = 1, dtype: str = "fp32") 
         for name in COMPONENTS:
             components[name]["trainable"][f"stage{stage}"] = per[name]
         trainable[f"stage{stage}"] = sum(per.values())
-    head = getattr(getattr(model.encoder, "_tower", None), "head", None)
-    notes = []
-    if head is not None:
-        notes.append(
-            f"encoder includes the checkpoint's attention-pooling head ({_count(head.parameters()):,} params),"
-            " kept for loading but never run (CORA uses patch tokens)"
-        )
+    notes = list(model.encoder.summary_notes())
     act_bytes = 4 if dtype == "fp32" else 2
     return {
         "preset": config.preset,

@@ -5,7 +5,8 @@ captions, ``{id: [ref, ...]}``; each prediction is scored against the whole grou
 CORA paper's code scored each prediction against one reference row).
 
 Metrics that share a tokenisation (the COCO metrics: PTB tokenizer) are tokenised once:
-a metric taking part exposes the optional ``TokenizedMetric`` protocol below. A metric
+a metric taking part implements the optional ``cora_kit.interfaces.TokenizedMetric``
+protocol (``TokenizedMetric`` stays importable from here). A metric
 that cannot run (``available()`` false, or it raises ``RuntimeError``/``OSError`` while
 scoring, e.g. a java timeout) gets NaN and a reason; it is never dropped or replaced.
 
@@ -26,30 +27,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from cora_kit.errors import DataError
+from cora_kit.errors import CoraKitError, DataError
+from cora_kit.interfaces import ItemScoredMetric, Metric, TokenizedMetric
 
 #: the paper's five metrics (QuIC-360 table), in its column order
 DEFAULT_METRICS: tuple[str, ...] = ("bleu4", "meteor", "rouge_l", "cider", "spice")
 _SHOWN_IDS = 5
-
-
-@runtime_checkable
-class TokenizedMetric(Protocol):
-    """Optional protocol: metrics with equal ``tokenizer_key`` share one tokenisation."""
-
-    tokenizer_key: str
-
-    def tokenize(
-        self, predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]
-    ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-        """-> (``{id: [tokenised prediction]}``, ``{id: [tokenised refs...]}``)."""
-        ...
-
-    def score_tokenized(
-        self, res: Mapping[str, list[str]], gts: Mapping[str, list[str]]
-    ) -> dict[str, float]: ...
 
 
 # --- validation ---------------------------------------------------------------
@@ -199,9 +184,43 @@ class ScoreReport:
         return out
 
 
-def metric_key(metric: Any, name: str) -> str:
+def metric_key(metric: Metric, name: str) -> str:
     """The headline key of a metric: its ``key`` attribute, else ``name`` with ``_``."""
-    return str(getattr(metric, "key", None) or name.replace("-", "_"))
+    return str(metric.key or name.replace("-", "_"))
+
+
+def build_metric(name: str, params: Mapping[str, Any] | None = None) -> Metric:
+    """Metric plugin ``name`` built with ``params``; a ``CoraKitError`` when the plugin does
+    not implement ``cora_kit.interfaces.Metric``."""
+    from cora_kit.registry import REGISTRY
+
+    metric = REGISTRY.create("metric", name, **dict(params or {}))
+    if not isinstance(metric, Metric):
+        raise CoraKitError(
+            f"metric '{name}' built a {type(metric).__name__}, which does not implement"
+            f" cora_kit.interfaces.Metric; run 'cora-kit check-plugin {name}'"
+        )
+    return metric
+
+
+def _build_all(
+    metrics: Sequence[str], params: Mapping[str, Mapping[str, Any]], report: ScoreReport,
+    results: dict[str, dict[str, float]],
+) -> tuple[list[str], list[tuple[str, Metric]]]:
+    """(headline keys in order, available metrics); unavailable ones get NaN + reason."""
+    order: list[str] = []
+    built: list[tuple[str, Metric]] = []
+    for name in metrics:
+        metric = build_metric(name, params.get(name))
+        key = metric_key(metric, name)
+        order.append(key)
+        ok, reason = metric.available()
+        if ok:
+            built.append((key, metric))
+        else:
+            results[key] = {key: math.nan}
+            report.unavailable[key] = reason or "unavailable: no reason given"
+    return order, built
 
 
 def score(
@@ -215,64 +234,55 @@ def score(
     """Score ``predictions`` against grouped ``references`` with metric plugins.
 
     ``params`` maps a metric name to its plugin parameters. ``strict`` re-raises a
-    metric's failure instead of recording NaN + reason. Metrics with a ``start()``
-    method (java processes) are started first and scored on a worker thread, so their
-    JVM start overlaps with tokenisation and the pure-Python metrics.
+    metric's failure instead of recording NaN + reason. ``background`` metrics (java
+    processes) are started first and scored on a worker thread, so their JVM start
+    overlaps with tokenisation and the pure-Python metrics.
     """
-    from cora_kit.registry import REGISTRY
-
     check_grouped(predictions, references)
-    params = params or {}
     report = ScoreReport(count=len(predictions))
     results: dict[str, dict[str, float]] = {}
-    order: list[str] = []
-    built: list[tuple[str, Any]] = []
-    for name in metrics:
-        metric = REGISTRY.create("metric", name, **dict(params.get(name, {})))
-        key = metric_key(metric, name)
-        order.append(key)
-        ok, reason = metric.available()
-        if ok:
-            built.append((key, metric))
-        else:
-            results[key] = {key: math.nan}
-            report.unavailable[key] = reason or "unavailable: no reason given"
-    background = [(k, m) for k, m in built if callable(getattr(m, "start", None))]
+    order, built = _build_all(metrics, params or {}, report, results)
+    background = [(k, m) for k, m in built if m.background]
     try:
         for key, metric in background:
             _guard(report, results, key, strict, metric.start)
         tokens = _tokenize_shared(built, predictions, references, report, strict)
 
-        def run(key: str, metric: Any) -> None:
-            if key in results:  # failed to start
-                return
-            t0 = time.perf_counter()
-            if isinstance(metric, TokenizedMetric):
-                tok = tokens[metric.tokenizer_key]
-                if isinstance(tok, str):
-                    _guard(report, results, key, strict, _raise, tok)
-                else:
-                    _guard(report, results, key, strict, metric.score_tokenized, *tok)
-            else:
-                _guard(report, results, key, strict, metric.score, predictions, references)
-            report.seconds[key] = time.perf_counter() - t0
+        def run(key: str, metric: Metric) -> None:
+            if key not in results:  # else: failed to start
+                _score_one(key, metric, tokens, predictions, references, report, results, strict)
 
         with ThreadPoolExecutor(max_workers=max(len(background), 1)) as pool:
             futures = [pool.submit(run, k, m) for k, m in background]
             for key, metric in built:
-                if (key, metric) not in background:
+                if not metric.background:
                     run(key, metric)
             for future in futures:
                 future.result()
     finally:
         for _, metric in background:
-            close = getattr(metric, "close", None)
-            if callable(close):
-                close()
+            metric.close()
     for key in order:
         for name, value in results.get(key, {}).items():
             report.values[name] = float(value)
     return report
+
+
+def _score_one(
+    key: str, metric: Metric, tokens: Mapping[str, Any], predictions: Mapping[str, str],
+    references: Mapping[str, Sequence[str]], report: ScoreReport, results: dict[str, dict[str, float]], strict: bool,
+) -> None:
+    """Score one metric (on the shared tokens when it takes them) into ``results``."""
+    t0 = time.perf_counter()
+    if isinstance(metric, TokenizedMetric):
+        tok = tokens[metric.tokenizer_key]
+        if isinstance(tok, str):  # the shared tokenisation failed: its message
+            _guard(report, results, key, strict, _raise, tok)
+        else:
+            _guard(report, results, key, strict, metric.score_tokenized, *tok)
+    else:
+        _guard(report, results, key, strict, metric.score, predictions, references)
+    report.seconds[key] = time.perf_counter() - t0
 
 
 def per_item_scores(
@@ -284,20 +294,18 @@ def per_item_scores(
     {metric: reason})``. Metrics offering ``score_items_tokenized`` (BLEU-4, ROUGE-L,
     CIDEr) share one tokenisation; the others are listed with the reason they have none.
     """
-    from cora_kit.registry import REGISTRY
-
     check_grouped(predictions, references)
     out: dict[str, dict[str, float]] = {}
     missing: dict[str, str] = {}
     tokens: dict[str, tuple[dict[str, list[str]], dict[str, list[str]]]] = {}
     for name in metrics:
-        metric = REGISTRY.create("metric", name)
+        metric = build_metric(name)
         key = metric_key(metric, name)
         ok, reason = metric.available()
         if not ok:
             missing[key] = reason or "unavailable"
             continue
-        if not (isinstance(metric, TokenizedMetric) and hasattr(metric, "score_items_tokenized")):
+        if not isinstance(metric, ItemScoredMetric):
             missing[key] = "no per-item scores for this metric"
             continue
         tk = metric.tokenizer_key

@@ -14,13 +14,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import save_model
 from torch import nn
 
 from cora_kit import __version__
 from cora_kit.config import CoraConfig, to_yaml
 from cora_kit.errors import ConfigError
+from cora_kit.interfaces import LLMAdapter, VisionEncoder
 from cora_kit.pipeline import CoraModel
 from cora_kit.serving.export_format import FORMAT, FORMAT_VERSION, MODULE_FILES, sha256_file
 from cora_kit.serving.loading import load_run
@@ -28,64 +28,37 @@ from cora_kit.serving.loading import load_run
 # --- export -------------------------------------------------------------------------
 
 
-def _hf_model(component: nn.Module) -> Any | None:
-    """The transformers model inside a plugin (``.model`` with ``save_pretrained``)."""
-    inner = getattr(component, "model", None)
-    return inner if hasattr(inner, "save_pretrained") else None
+_CORE_OPTIONS = ("random_init", "pretrained", "arch", "tokenizer")
 
 
-def _save_encoder(encoder: nn.Module, out: Path, cfg: dict[str, Any]) -> list[str]:
-    enc = cfg["model"]["encoder"]
-    inner = _hf_model(encoder)
-    if inner is None:  # not a transformers model: its whole state dict, built from the same config
+def _point_config_at(section: dict[str, Any], folder: str) -> None:
+    """``model.encoder`` / ``model.llm`` of the exported config: load from ``folder``."""
+    section.update(pretrained=folder, arch={})
+    if "tokenizer" in section:
+        section["tokenizer"] = None
+    section["options"] = {k: v for k, v in section["options"].items() if k not in _CORE_OPTIONS}
+
+
+def _save_encoder(encoder: VisionEncoder, out: Path, cfg: dict[str, Any]) -> list[str]:
+    """``encoder/`` in the encoder's own format, or ``encoder.safetensors`` (its state dict,
+    rebuilt from the same config) when it has none."""
+    (out / "encoder").mkdir()
+    files = encoder.save_pretrained(out / "encoder")
+    if files is None:
+        (out / "encoder").rmdir()
         save_model(encoder, str(out / "encoder.safetensors"))
         return ["encoder.safetensors"]
-    inner.save_pretrained(str(out / "encoder"), safe_serialization=True)
-    mean, std = getattr(encoder, "mean", None), getattr(encoder, "std", None)
-    if isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor):
-        proc = {"do_normalize": True, "image_mean": mean.flatten().tolist(), "image_std": std.flatten().tolist()}
-        (out / "encoder" / "preprocessor_config.json").write_text(json.dumps(proc, indent=2) + "\n")
-    enc.update(pretrained="encoder", arch={})
-    enc["options"] = {k: v for k, v in enc["options"].items() if k not in ("random_init", "pretrained", "arch")}
-    return sorted(str(p.relative_to(out)) for p in (out / "encoder").glob("*.safetensors"))
+    _point_config_at(cfg["model"]["encoder"], "encoder")
+    return [f"encoder/{f}" for f in files]
 
 
-def _untie_adapted_lm_head(peft_model: nn.Module) -> None:
-    """Merging a LoRA on ``lm_head`` into weights tied to the input embeddings would change
-    the embeddings too: give ``lm_head`` its own copy first (and record it untied)."""
-    base = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
-    config = getattr(base, "config", None)
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    if config is None or head is None or not getattr(config, "tie_word_embeddings", False):
-        return
-    layer = getattr(head, "base_layer", None)
-    if layer is None:  # no adapter on lm_head: tying stays exact
-        return
-    layer.weight = nn.Parameter(layer.weight.detach().clone(), requires_grad=False)
-    config.tie_word_embeddings = False
-    text_config = getattr(config, "get_text_config", lambda: None)()
-    if text_config is not None and text_config is not config:
-        text_config.tie_word_embeddings = False
-
-
-def _save_llm(llm: nn.Module, out: Path, cfg: dict[str, Any]) -> list[str]:
-    inner = getattr(llm, "model", None)
-    tokenizer = getattr(llm, "tokenizer", None)
-    if not hasattr(inner, "merge_and_unload") or not hasattr(tokenizer, "save_pretrained"):
-        raise ConfigError(
-            f"LLM plugin '{cfg['model']['llm']['name']}' does not hold a peft model and a tokenizer"
-            " (.model.merge_and_unload, .tokenizer.save_pretrained); it cannot be exported"
-        )
-    _untie_adapted_lm_head(inner)
-    merged = inner.merge_and_unload()  # LoRA folded into the base weights
-    llm.model = merged
-    llm.lora_enabled = False
-    merged.save_pretrained(str(out / "llm"), safe_serialization=True)
-    tokenizer.save_pretrained(str(out / "llm"))
-    m = cfg["model"]["llm"]
-    m.update(pretrained="llm", arch={}, tokenizer=None)
-    m["options"] = {k: v for k, v in m["options"].items() if k not in ("random_init", "pretrained", "arch", "tokenizer")}
-    return sorted(str(p.relative_to(out)) for p in (out / "llm").glob("*.safetensors"))
+def _save_llm(llm: LLMAdapter, out: Path, cfg: dict[str, Any]) -> list[str]:
+    """``llm/``: the LM with LoRA merged into its weights, and its tokenizer."""
+    llm.merge_lora()
+    (out / "llm").mkdir()
+    files = llm.save_pretrained(out / "llm")
+    _point_config_at(cfg["model"]["llm"], "llm")
+    return [f"llm/{f}" for f in files]
 
 
 def export_model(model: CoraModel, out_dir: str | Path, source: dict[str, Any], overwrite: bool = False) -> Path:

@@ -139,7 +139,7 @@ def load_export(folder: str | Path, device: str = "auto") -> tuple[CoraModel, Lo
     verify_files(folder, meta)
     model = CoraModel.from_config(export_config(folder), device="cpu")
     # the exported LLM has its LoRA merged; the freshly added adapter is zero: skip it
-    if hasattr(model.llm, "set_lora_active") and getattr(model.llm, "lora_is_zero", lambda: False)():
+    if model.llm.lora_is_zero():
         model.llm.set_lora_active(False)
     if (folder / "encoder.safetensors").is_file():
         _load_module(model.encoder, folder / "encoder.safetensors")

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cora_kit.hookspecs import KINDS
-from cora_kit.testing.base import INTERFACE, Subject, expect, register
+from cora_kit.testing.base import INTERFACE, CheckFailure, Subject, expect, register
 
 
 def check_params_schema(s: Subject) -> str | None:
@@ -49,8 +49,13 @@ def _resampler_dims(s: Subject, obj: Any) -> None:
 
 def check_interface(s: Subject, extra: Callable[[Subject, Any], None] | None = None) -> str | None:
     """The built object implements the kind's interface from cora_kit.interfaces."""
-    obj = s.make()
     base = INTERFACE[s.kind]
+    factory = s.spec.factory
+    if inspect.isclass(factory) and inspect.isabstract(factory):
+        missing = ", ".join(sorted(factory.__abstractmethods__))
+        raise CheckFailure(f"{s.label}: {factory.__name__} does not implement {missing} of"
+                           f" cora_kit.interfaces.{base.__name__} (docs/plugins.md lists what each does)")
+    obj = s.make()
     expect(isinstance(obj, base),
            f"{s.label} built a {type(obj).__name__}; expected a subclass of cora_kit.interfaces.{base.__name__}")
     if extra is not None:

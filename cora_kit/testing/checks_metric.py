@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cora_kit.interfaces import ItemScoredMetric, TokenizedMetric
 from cora_kit.testing.base import CheckFailure, CheckSkipped, Subject, expect, register
 
 REFS = {
@@ -69,5 +70,42 @@ def check_determinism(s: Subject) -> str | None:
     return None
 
 
-for _func in (check_grouped_references, check_rejects_mismatched_ids, check_determinism):
+def check_tokenized_matches_score(s: Subject) -> str | None:
+    """A ``TokenizedMetric``: ``score_tokenized(*tokenize(p, r))`` equals ``score(p, r)``
+    (the scorer tokenises once for all metrics sharing ``tokenizer_key``)."""
+    metric = available_metric(s)
+    if not isinstance(metric, TokenizedMetric):
+        raise CheckSkipped("not a TokenizedMetric (no tokenizer_key / tokenize / score_tokenized)")
+    expect(isinstance(metric.tokenizer_key, str), f"{s.label}.tokenizer_key is {metric.tokenizer_key!r}; expected a str")
+    res, gts = metric.tokenize(GOOD, REFS)
+    expect(set(res) == set(GOOD) and set(gts) == set(REFS), f"{s.label}.tokenize returned ids {sorted(res)} / {sorted(gts)};"
+           f" expected {sorted(REFS)}")
+    a, b = metric.score_tokenized(res, gts), metric.score(GOOD, REFS)
+    expect(a == b, f"{s.label}: score_tokenized(*tokenize(...)) gave {a}, score(...) gave {b}; expected the same")
+    if isinstance(metric, ItemScoredMetric):
+        items = metric.score_items_tokenized(res, gts)
+        expect(isinstance(items, dict) and set(items) == set(REFS) and all(isinstance(v, float) for v in items.values()),
+               f"{s.label}.score_items_tokenized returned {items!r}; expected {{id: float}} for every id")
+    return f"tokenizer {metric.tokenizer_key.split(':')[0]}"
+
+
+def check_background_lifecycle(s: Subject) -> str | None:
+    """A ``background`` metric scores between ``start()`` and ``close()`` as ``score`` does alone;
+    ``key`` is None or a str."""
+    metric = available_metric(s)
+    expect(metric.key is None or isinstance(metric.key, str), f"{s.label}.key is {metric.key!r}; expected None or a str")
+    if not metric.background:
+        raise CheckSkipped("not a background metric (background = False)")
+    metric.start()
+    try:
+        got = metric.score(GOOD, REFS)
+    finally:
+        metric.close()
+    want = s.cache.get("metric_scores") or s.make().score(GOOD, REFS)
+    expect(got == want, f"{s.label} gave {got} between start() and close(), {want} alone; expected the same")
+    return None
+
+
+for _func in (check_grouped_references, check_rejects_mismatched_ids, check_determinism,
+              check_tokenized_matches_score, check_background_lifecycle):
     register(_func, ["metric"])

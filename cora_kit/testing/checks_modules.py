@@ -7,15 +7,28 @@ module and state the expected output for one kind) and registered per kind with
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial, update_wrapper
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from cora_kit.interfaces import Grid
-from cora_kit.testing.base import GRID, Subject, close, expect, finite, randn, register, save_load_safetensors, shape
+from cora_kit.interfaces import EncoderParams, Grid
+from cora_kit.testing.base import (
+    GRID,
+    CheckSkipped,
+    Subject,
+    close,
+    expect,
+    finite,
+    randn,
+    register,
+    save_load_safetensors,
+    shape,
+)
 
 
 @dataclass(frozen=True)
@@ -199,6 +212,38 @@ def check_frozen_split(s: Subject) -> str | None:
     return f"{enc.num_blocks} blocks"
 
 
+def check_params_accept_core_options(s: Subject) -> str | None:
+    """The params model accepts what the pipeline passes: ``pretrained``, ``random_init``,
+    ``arch`` (``cora_kit.interfaces.EncoderParams``)."""
+    fields = set(s.spec.params_model.model_fields) if s.spec.params_model is not None else set()
+    missing = sorted(set(EncoderParams.model_fields) - fields)
+    expect(not missing, f"{s.label}: params model does not accept {missing}, which the pipeline passes from"
+           " model.encoder; subclass cora_kit.interfaces.EncoderParams")
+    return None
+
+
+def check_save_pretrained(s: Subject) -> str | None:
+    """``save_pretrained`` (export) writes safetensors the factory loads back with
+    ``pretrained=folder`` to the same outputs; ``None`` means no own format (skipped)."""
+    enc = s.make()
+    x, _ = _inputs(s, ENCODER)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = enc.save_pretrained(Path(tmp))
+        if files is None:
+            raise CheckSkipped("save_pretrained returns None: export stores the state dict and rebuilds from the config")
+        written = sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*") if p.is_file())
+        expect(bool(files) and all(f in written and f.endswith(".safetensors") for f in files),
+               f"{s.label}.save_pretrained returned {files!r}; expected the .safetensors files it wrote (wrote {written})")
+        params = {**s.params, "pretrained": tmp, "random_init": False, "arch": {}}
+        again = s.spec.factory(**s.spec.validate_params(params)).eval()
+        with torch.no_grad():
+            ok, diff = close(again(x), enc(x))
+    expect(ok, f"{s.label} rebuilt from save_pretrained's folder differs by {diff:.3g}; expected the same encoder")
+    notes = enc.summary_notes()
+    expect(isinstance(notes, list) and all(isinstance(n, str) for n in notes), f"{s.label}.summary_notes() returned {notes!r}; expected list[str]")
+    return f"{len(files)} weight file(s)"
+
+
 def _bind(func: Callable[..., str | None], driver: ModuleDriver) -> Callable[[Subject], str | None]:
     bound = partial(func, d=driver)
     update_wrapper(bound, func)
@@ -214,3 +259,5 @@ for _func in _SHARED:
 for _func in (check_output_shape, *_SHARED):
     register(_bind(_func, ENCODER), ["encoder"])
 register(check_frozen_split, ["encoder"])
+register(check_params_accept_core_options, ["encoder"])
+register(check_save_pretrained, ["encoder"])

@@ -15,22 +15,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from cora_kit.errors import ConfigError
-from cora_kit.interfaces import PluginParams, VisionEncoder
+from cora_kit.interfaces import EncoderParams, VisionEncoder
 from cora_kit.models import hf_assets
 
 PAPER_ID = "google/siglip2-so400m-patch16-256"
 SECTION = "model.encoder"
 
 
-class Siglip2Params(PluginParams):
+class Siglip2Params(EncoderParams):
     """``pretrained``: local path or hub id (None: random init of ``arch`` over the paper
     architecture); ``random_init``: build the architecture of ``pretrained`` without its
     weights (shapes, parameter counts, memory); ``arch``: config overrides (random init)."""
@@ -43,8 +43,6 @@ class Siglip2Params(PluginParams):
     }
 
     pretrained: str | None = PAPER_ID
-    arch: dict[str, Any] = Field(default_factory=dict)
-    random_init: bool = False
     image_mean: tuple[float, float, float] | None = None
     image_std: tuple[float, float, float] | None = None
     attn_implementation: str = "sdpa"
@@ -190,3 +188,21 @@ class Siglip2Encoder(VisionEncoder):
             sort_keys=True,
         )
         return "siglip2-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def save_pretrained(self, folder: Path) -> list[str]:
+        """The vision tower (``save_pretrained``, safetensors) and a preprocessor_config.json
+        with this encoder's normalisation; ``Siglip2Encoder(pretrained=folder)`` loads both."""
+        folder = Path(folder)
+        self.model.save_pretrained(str(folder), safe_serialization=True)
+        proc = {"do_normalize": True, "image_mean": self.mean.flatten().tolist(), "image_std": self.std.flatten().tolist()}
+        (folder / "preprocessor_config.json").write_text(json.dumps(proc, indent=2) + "\n", encoding="utf-8")
+        return sorted(str(p.relative_to(folder)) for p in folder.glob("*.safetensors"))
+
+    def summary_notes(self) -> list[str]:
+        """The checkpoint's attention-pooling head, when present: loaded, never run."""
+        head = getattr(self._tower, "head", None)
+        if head is None:
+            return []
+        n = sum(p.numel() for p in head.parameters())
+        return [f"encoder includes the checkpoint's attention-pooling head ({n:,} params),"
+                " kept for loading but never run (CORA uses patch tokens)"]

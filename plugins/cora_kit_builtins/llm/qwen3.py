@@ -13,21 +13,21 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from cora_kit.errors import ConfigError
-from cora_kit.interfaces import LLMAdapter, PluginParams
+from cora_kit.interfaces import LLMAdapter, LLMParams
 from cora_kit.models import hf_assets
 
 PAPER_ID = "Qwen/Qwen3-0.6B"
 SECTION = "model.llm"
 
 
-class Qwen3Params(PluginParams):
+class Qwen3Params(LLMParams):
     """``pretrained``: local path or hub id; ``random_init``: the architecture of
     ``pretrained`` (plus ``arch`` overrides, e.g. ``vocab_size``) without weights;
     ``tokenizer``: path/id or ``cora-kit-tiny`` (the packaged tiny tokenizer); None: the
@@ -41,10 +41,6 @@ class Qwen3Params(PluginParams):
     }
 
     pretrained: str | None = PAPER_ID
-    arch: dict[str, Any] = Field(default_factory=dict)
-    random_init: bool = False
-    tokenizer: str | None = None
-    trust_remote_code: bool = False
     attn_implementation: str = "sdpa"
 
 
@@ -116,6 +112,8 @@ class Qwen3Adapter(LLMAdapter):
         if len(tok) > self.model.get_input_embeddings().weight.shape[0]:
             self.model.resize_token_embeddings(len(tok))
         self.hidden_size = int(self.model.config.hidden_size)
+        self.num_layers = int(self.model.config.num_hidden_layers)
+        self.vocab_size = int(self.model.get_input_embeddings().weight.shape[0])
         self.lora_enabled = False
 
     @property
@@ -188,8 +186,26 @@ class Qwen3Adapter(LLMAdapter):
         return not any(bool(p.detach().any()) for n, p in self.model.named_parameters() if "lora_B" in n)
 
     def lora_parameters(self) -> list[nn.Parameter]:
-        """The LoRA adapter weights (empty before ``enable_lora``)."""
+        """The LoRA adapter weights (empty before ``enable_lora`` and after ``merge_lora``)."""
         return [p for n, p in self.model.named_parameters() if "lora_" in n]
+
+    def merge_lora(self) -> None:
+        """Fold LoRA into the base weights (peft ``merge_and_unload``); a no-op without it."""
+        if not self.lora_enabled:
+            return
+        _untie_adapted_lm_head(self.model)
+        self.model = self.model.merge_and_unload()
+        self.lora_enabled = False
+
+    def save_pretrained(self, folder: Path) -> list[str]:
+        """The LM (``save_pretrained``, safetensors; LoRA must be merged) and its tokenizer
+        (with ``<|vision|>``); ``Qwen3Adapter(pretrained=folder)`` loads both back."""
+        if self.lora_enabled:
+            raise RuntimeError("merge_lora() before save_pretrained(): the adapters are not part of the base weights")
+        folder = Path(folder)
+        self.model.save_pretrained(str(folder), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(folder))
+        return sorted(str(p.relative_to(folder)) for p in folder.glob("*.safetensors"))
 
     @torch.no_grad()
     def generate(
@@ -211,3 +227,21 @@ class Qwen3Adapter(LLMAdapter):
             pad_token_id=self.tokenizer.pad_token_id,
         )
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def _untie_adapted_lm_head(peft_model: nn.Module) -> None:
+    """Merging a LoRA on ``lm_head`` into weights tied to the input embeddings would change
+    the embeddings too: give ``lm_head`` its own copy first (and record it untied)."""
+    base = peft_model.get_base_model()
+    config = base.config
+    head = base.get_output_embeddings()
+    if head is None or not getattr(config, "tie_word_embeddings", False):
+        return
+    layer = getattr(head, "base_layer", None)
+    if layer is None:  # no adapter on lm_head: tying stays exact
+        return
+    layer.weight = nn.Parameter(layer.weight.detach().clone(), requires_grad=False)
+    config.tie_word_embeddings = False
+    text_config = getattr(config, "get_text_config", lambda: config)()
+    if text_config is not config:
+        text_config.tie_word_embeddings = False

@@ -38,6 +38,7 @@ class Meteor(CocoMetric):
     """METEOR 1.5 (COCO: English, normalised, paraphrase table); java, guarded."""
 
     key = "meteor"
+    background = True  # a JVM: started first, scored on a worker thread
 
     def __init__(self, timeout_s: float = 600.0, java: str | None = None) -> None:
         super().__init__(timeout_s=timeout_s, java=java)
