@@ -152,6 +152,9 @@ class DataConfig(_Strict):
     #: what Stages 2-3 train on: all = every (image, query, annotation) row (the seed);
     #: first = each (image, query) with its first annotation; sample = one drawn per epoch
     train_targets: Literal["all", "first", "sample"] = "all"
+    #: true for a configuration that needs real data (the paper-reproduction experiments):
+    #: without ``path`` (``--data DIR``) it is an error instead of the synthetic set
+    required: bool = False
 
 
 class EvalConfig(_Strict):
@@ -351,9 +354,24 @@ def resolve_config(
         node[keys[-1]] = value
         sources[tuple(keys)] = ("command line", None)
     try:
-        return CoraConfig.model_validate(merged)
+        config = CoraConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe_error(exc, sources)) from None
+    _check_required_data(config, sources)
+    return config
+
+
+def _check_required_data(config: CoraConfig, sources: Mapping[tuple[str, ...], Source]) -> None:
+    """``data.required`` without ``data.path``: a ConfigError naming ``--data`` and the file
+    and line that asked for real data (the paper-reproduction experiments do)."""
+    if not config.data.required or config.data.path:
+        return
+    file, line = sources.get(("data", "required"), ("configuration", None))
+    where = f"{file}" + (f" line {line}" if line else "")
+    raise ConfigError(
+        f"{where}: data.required: this configuration runs on a real dataset, not the synthetic set;"
+        " pass --data DIR (e.g. a QuIC-360 folder written by 'cora-kit data fetch')"
+    )
 
 
 def read_config_file(path: str | Path) -> CoraConfig:

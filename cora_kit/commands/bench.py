@@ -1,7 +1,7 @@
 """``cora-kit bench``: ablation tables of (tilers x) resamplers x losses x seeds.
 
     cora-kit bench --resamplers mlp,bimamba --losses none,densecl --seeds 3 [--preset tiny]
-    cora-kit bench configs/experiments/paper-resamplers.yaml
+    cora-kit bench configs/experiments/paper-table1.yaml --data data/quic360
     cora-kit bench merge bench/NAME
 """
 
