@@ -294,3 +294,30 @@ def test_fetch_uses_the_one_2_1_tolerance_of_every_erp_reader(server, tmp_path):
     far.write_bytes(s.files["/far.png"])
     with pytest.raises(DataError, match="134x64"):
         check_erp(far)  # ... and refuse what it refused
+
+
+def test_ctrl_c_stops_writes_the_report_and_keeps_no_partial_file(server, tmp_path):
+    s = server
+    for k in range(6):
+        s.files[f"/c{k}.png"] = _image(64, 32, 50 + k)
+    src = tmp_path / "train.csv"
+    _write_csv(src, [(s.url(f"/c{k}.png"), "q", f"a{k}") for k in range(6)])
+    out = tmp_path / "out"
+    done = []
+
+    def progress(event: str, n: int) -> None:
+        if event == "file":
+            done.append(n)
+            if len(done) == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fetch_dataset(src, out, FetchOptions(workers=1, retries=0, timeout=2.0), progress=progress)
+    report = json.loads((out / "fetch-report.json").read_text())
+    assert report["interrupted"] is True and report["fetched"] >= 1
+    assert not (out / "train.csv").exists()  # no half-written dataset
+    for p in (out / "images").iterdir():  # complete, checked files only under final names
+        if not p.name.startswith("."):
+            assert p.read_bytes() in s.files.values()
+    again = fetch_dataset(src, out, FetchOptions(workers=2, retries=0, timeout=2.0))
+    assert again.exit_code == 0 and again.already_present + again.fetched == 6 and again.already_present >= 1
