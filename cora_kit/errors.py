@@ -16,10 +16,6 @@ class PluginConflictError(CoraKitError):
     """Two distributions registered one name; ``dist:name`` selects one."""
 
 
-class PluginLoadError(CoraKitError):
-    """A plugin distribution failed to import or to register."""
-
-
 class PluginParamsError(CoraKitError, ValueError):
     """Parameters given to a plugin do not validate against its params model."""
 

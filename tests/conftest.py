@@ -8,6 +8,12 @@ import os
 # shared or oversubscribed cores OpenMP spin-waits made 2-thread steps up to 100x slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# The suite's plugin set is pinned: the built-ins plus the example distribution, whatever
+# else is installed (tests/test_plugin_isolation.py proves it with an unknown plugin).
+SUITE_PLUGINS = "cora-kit-barlow"
+os.environ["CORA_KIT_PLUGINS"] = SUITE_PLUGINS
+os.environ.pop("CORA_KIT_DISABLE_PLUGIN_AUTOLOAD", None)
+
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 

@@ -143,8 +143,8 @@ def test_tile_command(tmp_path):
     pano = tmp_path / "pano.png"
     Image.fromarray((np.clip(smooth_erp(64, 128), 0, 1) * 255).astype(np.uint8)).save(pano)
     out = tmp_path / "sheet.png"
-    assert main(["tile", str(pano), "--out", str(out), "--layout", "cubemap", "--show-overlap"]) == 0
+    assert main(["tile", str(pano), "--out", str(out), "--tiler", "cubemap", "--show-overlap"]) == 0
     assert Image.open(out).size[0] > 200
     Image.new("RGB", (100, 70)).save(tmp_path / "odd.png")
     assert main(["tile", str(tmp_path / "odd.png"), "--out", str(out)]) == 2
-    assert main(["tile", str(pano), "--out", str(out), "--layout", "e2q"]) == 2
+    assert main(["tile", str(pano), "--out", str(out), "--tiler", "e2q"]) == 2

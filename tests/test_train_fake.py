@@ -227,6 +227,12 @@ def fake_factory(config: CoraConfig, device: torch.device) -> FakeCoraModel:
 # --- checks of the stand-in itself -----------------------------------------------------
 
 
+def test_the_stand_in_implements_the_engine_protocol() -> None:
+    from cora_kit.train.protocol import CoraModelLike
+
+    assert isinstance(FakeCoraModel(resolve_config("tiny")), CoraModelLike)
+
+
 def test_fake_shapes_and_schedule() -> None:
     torch.manual_seed(0)
     m = FakeCoraModel(tiny_config())

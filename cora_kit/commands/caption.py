@@ -17,6 +17,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -61,7 +62,7 @@ def caption(
     net, info = serving.load_model(run=run, model_dir=model, device=device, sources=from_runs)
     err = Console(stderr=True)
     for note in info.notes:
-        err.print(f"note: {note}", highlight=False)
+        err.print(f"note: {note}", highlight=False, markup=False)
     show_bar = progress and any(Path(p).is_dir() for p in images)
     if show_bar:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -79,10 +80,10 @@ def caption(
     table.add_column("image", overflow="fold")
     table.add_column("caption", overflow="fold")
     for r in rows:
-        table.add_row(r["image"], r["caption"] or "[dim](empty)[/]")
+        table.add_row(escape(r["image"]), escape(r["caption"]) if r["caption"] else "[dim](empty)[/]")
     Console().print(table)
     if out is not None:
-        err.print(f"wrote {len(rows)} captions to {out}", highlight=False)
+        err.print(f"wrote {len(rows)} captions to {out}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cora_kit.errors import CoraKitError
@@ -72,10 +73,31 @@ def _print_table(payload: dict[str, Any], title: str) -> None:
         if name in _NOT_METRICS:
             continue
         if value is None:
-            table.add_row(name, "[red]NaN[/]", payload["unavailable"].get(name, ""))
+            table.add_row(escape(name), "[red]NaN[/]", escape(payload["unavailable"].get(name, "")))
         else:
-            table.add_row(name, f"{value:.4f}", notes.get(name, ""))
+            table.add_row(escape(name), f"{value:.4f}", escape(notes.get(name, "")))
     console.print(table)
+
+
+def _input_files(predictions: Path | None, references: Path | None, run: Path | None) -> tuple[Path, Path]:
+    """--predictions/--references, or the files of a --run folder (explicit ones win)."""
+    if run is not None:
+        if not run.is_dir():
+            raise CoraKitError(f"run folder {run} not found")
+        predictions = predictions or run / "predictions.jsonl"
+        if references is None:
+            references = run / "references.jsonl"
+            if not references.is_file():
+                raise CoraKitError(
+                    f"{references} not found: 'cora-kit run' writes it beside predictions.jsonl;"
+                    " pass --references to score against another file"
+                )
+    if predictions is None or references is None:
+        raise CoraKitError(
+            "give --predictions and --references, or --run runs/NAME"
+            " (see 'cora-kit eval --help')"
+        )
+    return predictions, references
 
 
 @eval_app.callback()
@@ -120,22 +142,7 @@ def eval_command(
     """Score predictions: --predictions + --references, or --run runs/NAME."""
     if ctx.invoked_subcommand is not None:
         return
-    if run is not None:
-        if not run.is_dir():
-            raise CoraKitError(f"run folder {run} not found")
-        predictions = predictions or run / "predictions.jsonl"
-        if references is None:
-            references = run / "references.jsonl"
-            if not references.is_file():
-                raise CoraKitError(
-                    f"{references} not found: 'cora-kit run' writes it beside predictions.jsonl;"
-                    " pass --references to score against another file"
-                )
-    if predictions is None or references is None:
-        raise CoraKitError(
-            "give --predictions and --references, or --run runs/NAME"
-            " (see 'cora-kit eval --help')"
-        )
+    predictions, references = _input_files(predictions, references, run)
     from cora_kit.eval import protocols
 
     protocols.check_protocol(protocol)
@@ -159,7 +166,7 @@ def eval_command(
     rows = f", {payload['num_rows']} reference rows" if "num_rows" in payload else ""
     _print_table(payload, f"{predictions} ({payload['num_items']} predictions{rows}; protocol {protocol})")
     if out is not None:
-        Console().print(f"wrote {out}", highlight=False)
+        Console().print(f"wrote {out}", highlight=False, markup=False)
 
 
 @eval_app.command("setup-wordnet")

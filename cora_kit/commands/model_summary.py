@@ -172,7 +172,7 @@ def model_summary_command(
         mem.add_row(stage, *(f"{m[k]:.2f}" for k in ("weights", "grads_and_optimizer", "activations", "total")))
     console.print(mem)
     for note in summary["notes"]:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 import typer
 
+from cora_kit.data.images import read_erp
 from cora_kit.errors import CoraKitError
-from cora_kit.geometry import TileLayout, ViewCamera, dirs_to_lonlat, grid_to_dirs, load_erp, overlap_correspondences, rings
+from cora_kit.geometry import TileLayout, ViewCamera, dirs_to_lonlat, grid_to_dirs, overlap_correspondences, rings
 
 
 def footprint(view: ViewCamera, erp_hw: tuple[int, int], spacing: str, n: int = 64) -> list[torch.Tensor]:
@@ -91,14 +92,20 @@ def render_sheet(erp: torch.Tensor, views: torch.Tensor, layout: TileLayout, out
 def tile(
     pano: Path = typer.Argument(..., help="Equirectangular image (2:1)."),
     out: Path = typer.Option(..., "--out", "-o", help="PNG contact sheet to write."),
-    layout: str = typer.Option("e2p", "--layout", help="Tiler name, e.g. e2p or cubemap."),
+    tiler_name: str = typer.Option(None, "--tiler", help="Tiler plugin, e.g. e2p (default) or cubemap."),
+    layout: str = typer.Option(None, "--layout", hidden=True, help="Deprecated spelling of --tiler."),
     show_overlap: bool = typer.Option(False, "--show-overlap", help="Mark matching patch centres of adjacent tiles."),
 ) -> None:
     """Tile a panorama and write a contact sheet of the views and their footprints."""
     from cora_kit import create
 
-    erp = load_erp(pano)
-    tiler = create("tiler", layout)
+    if layout is not None:
+        if tiler_name is not None and tiler_name != layout:
+            raise CoraKitError(f"--layout {layout} and --tiler {tiler_name} disagree; --layout is the old name of --tiler")
+        typer.echo("warning: --layout is deprecated; use --tiler (the same flag as `cora-kit data show`)", err=True)
+        tiler_name = layout
+    erp = read_erp(pano, dtype=torch.uint8)
+    tiler = create("tiler", tiler_name or "e2p")
     if not out.parent.exists():
         raise CoraKitError(f"{out}: directory {out.parent} does not exist")
     tiled = tiler(erp.unsqueeze(0))

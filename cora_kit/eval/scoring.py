@@ -203,6 +203,12 @@ def build_metric(name: str, params: Mapping[str, Any] | None = None) -> Metric:
     return metric
 
 
+def metric_unavailable_reason(name: str) -> str | None:
+    """Why metric ``name`` (default parameters) cannot run here, or None when it can."""
+    ok, reason = build_metric(name).available()
+    return None if ok else (reason or "unavailable: no reason given")
+
+
 def _build_all(
     metrics: Sequence[str], params: Mapping[str, Mapping[str, Any]], report: ScoreReport,
     results: dict[str, dict[str, float]],

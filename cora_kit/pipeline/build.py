@@ -19,7 +19,7 @@ import torch
 
 from cora_kit import interfaces as I
 from cora_kit.config import CoraConfig, PluginChoice
-from cora_kit.errors import ConfigError
+from cora_kit.errors import ConfigError, PluginParamsError
 from cora_kit.models.overlap_head import OverlapHead
 from cora_kit.models.projector import PanoramaProjector
 from cora_kit.registry import REGISTRY
@@ -75,7 +75,10 @@ def create(kind: str, choice: PluginChoice, section: str, interface: type, optio
             f"{section}.name '{choice.name}': {factory.__name__} does not implement {missing} of"
             f" cora_kit.interfaces.{interface.__name__}; run 'cora-kit check-plugin {choice.name}'"
         )
-    obj = REGISTRY.create(kind, choice.name, **(dict(choice.options) if options is None else options))
+    try:
+        obj = REGISTRY.create(kind, choice.name, **(dict(choice.options) if options is None else options))
+    except PluginParamsError as exc:
+        raise ConfigError(f"{section}: {exc}") from exc
     if not isinstance(obj, interface):
         raise ConfigError(
             f"{section}.name '{choice.name}' built a {type(obj).__name__}, which does not implement"

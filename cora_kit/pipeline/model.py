@@ -20,6 +20,7 @@ from torch import nn
 
 from cora_kit import interfaces as I
 from cora_kit.config import CoraConfig
+from cora_kit.errors import ConfigError
 from cora_kit.geometry import Correspondences, TileLayout, overlap_correspondences
 from cora_kit.models.fusion import IGNORE_INDEX, LanguageFusion
 from cora_kit.models.projector import PanoramaProjector
@@ -156,6 +157,14 @@ class CoraModel(FreezeSchedule):
             raise ValueError(f"resample expects features [B,V,P,Dv]; got {list(feats.shape)}")
         B, V = feats.shape[:2]
         out = self.resampler(feats.flatten(0, 1), self.grid)
+        want = self.latent_grid[0] * self.latent_grid[1]
+        if out.dim() != 3 or out.shape[1] != want:
+            mode = "training" if self.resampler.training else "evaluation"
+            raise ConfigError(
+                f"model.resampler '{self.config.model.resampler.name}' returned {list(out.shape)} in {mode} mode;"
+                f" the model was built for its declared grid {self.latent_grid} ({want} tokens per view):"
+                " a resampler whose token count changes between training and evaluation is not supported here"
+            )
         return out.reshape(B, V, *out.shape[1:])
 
     # -- losses and decoding -----------------------------------------------------

@@ -102,6 +102,8 @@ def load_run(run_dir: str | Path, device: str = "auto", sources: Sequence[str | 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"--run {run_dir}: no such run folder")
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"--run {run_dir}: no config.yaml; is it a run folder (cora-kit run writes runs/NAME/config.yaml)?")
     config = read_config_file(run_dir / "config.yaml")
     files, notes = run_stage_files(run_dir, [Path(s) for s in sources])
     model = CoraModel.from_config(config, device=target)

@@ -96,6 +96,11 @@ class Check:
     func: CheckFn
     doc: str
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Deprecated (before 0.2 a check listed several kinds): ``(kind,)``."""
+        return (self.kind,)
+
 
 CHECKS: list[Check] = []
 

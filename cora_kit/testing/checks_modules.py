@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from cora_kit.interfaces import EncoderParams, Grid
+from cora_kit.interfaces import Grid
 from cora_kit.testing.base import (
     GRID,
     CheckSkipped,
@@ -212,16 +212,6 @@ def check_frozen_split(s: Subject) -> str | None:
     return f"{enc.num_blocks} blocks"
 
 
-def check_params_accept_core_options(s: Subject) -> str | None:
-    """The params model accepts what the pipeline passes: ``pretrained``, ``random_init``,
-    ``arch`` (``cora_kit.interfaces.EncoderParams``)."""
-    fields = set(s.spec.params_model.model_fields) if s.spec.params_model is not None else set()
-    missing = sorted(set(EncoderParams.model_fields) - fields)
-    expect(not missing, f"{s.label}: params model does not accept {missing}, which the pipeline passes from"
-           " model.encoder; subclass cora_kit.interfaces.EncoderParams")
-    return None
-
-
 def check_save_pretrained(s: Subject) -> str | None:
     """``save_pretrained`` (export) writes safetensors the factory loads back with
     ``pretrained=folder`` to the same outputs; ``None`` means no own format (skipped)."""
@@ -259,5 +249,4 @@ for _func in _SHARED:
 for _func in (check_output_shape, *_SHARED):
     register(_bind(_func, ENCODER), ["encoder"])
 register(check_frozen_split, ["encoder"])
-register(check_params_accept_core_options, ["encoder"])
 register(check_save_pretrained, ["encoder"])

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from cora_kit.train.context import RunContext
 from cora_kit.train.protocol import CoraModelLike
 from cora_kit.train.stages import FeatureProvider, stage1_views
 
@@ -25,7 +26,7 @@ def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 
 @torch.no_grad()
-def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any) -> dict[str, Any]:
+def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: RunContext) -> dict[str, Any]:
     """Seed's ``val_*`` diagnostics of the overlap head on the tiles of ``items``."""
     from cora_kit.eval.diagnostics import stage1_diagnostics as diagnose
 
@@ -51,7 +52,7 @@ def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ct
 
 
 @torch.no_grad()
-def validation_loss(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any, stage: int) -> dict[str, float]:
+def validation_loss(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: RunContext, stage: int) -> dict[str, float]:
     """The seed's ``val_loss``: LM cross-entropy of ``items`` (val rows, each with its
     ``answer``) under the current weights, averaged over answer tokens, in eval mode.
     Returns ``{"val_loss", "val_items"}``; the training RNG is left untouched."""
@@ -83,7 +84,7 @@ def _derangement(n: int, seed: int) -> list[int]:
 
 
 @torch.no_grad()
-def predict(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: Any, condition: str = "panorama") -> dict[str, str]:
+def predict(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: RunContext, condition: str = "panorama") -> dict[str, str]:
     """Captions for ``items`` with the real panorama, a blank one, or another item's."""
     ev = ctx.config.eval
     provider = FeatureProvider(model, 3, str(ctx.cache_dir), ctx.device, batch_size=ev.batch_size, stats=ctx.cache_stats)
@@ -132,7 +133,7 @@ def score(
 _SCORING_KEYS = ("protocol", "num_items", "num_rows", "implementations")
 
 
-def evaluate_test(model: CoraModelLike, splits: Any, ctx: Any) -> dict[str, Any] | None:
+def evaluate_test(model: CoraModelLike, splits: Any, ctx: RunContext) -> dict[str, Any] | None:
     """predictions.jsonl, references.jsonl and scores.json on the test split.
 
     scores.json: ``{"split", "num_items", "protocol" (grouped | paper), ["num_rows",

@@ -11,17 +11,26 @@ from __future__ import annotations
 from cora_kit.hookspecs import RegisterCallback, hookimpl
 
 
-def _java_backend() -> str:
+def _java() -> str:
     from cora_kit_builtins.metrics.java import find_java
 
-    return "java" if find_java() else "java (missing)"
+    return "java" if find_java() else "java missing"
+
+
+def _coco_backend() -> str:
+    """BLEU / ROUGE-L / CIDEr: pycocoevalcap's Python scorers on PTB tokens (a java jar)."""
+    return f"pycocoevalcap, PTB tokenizer on {_java()}"
+
+
+def _meteor_backend() -> str:
+    return f"METEOR 1.5 jar on {_java()}"
 
 
 def _spice_backend() -> str:
     from cora_kit_builtins.metrics.spice import Spice
 
-    java = _java_backend()
-    return java if Spice().corenlp_jars() else f"{java}, CoreNLP missing"
+    corenlp = "CoreNLP 3.6.0" if Spice().corenlp_jars() else "CoreNLP missing"
+    return f"SPICE 1.0 jar on {_java()}, {corenlp}"
 
 
 def _wordnet_backend() -> str:
@@ -46,14 +55,14 @@ def register_metrics(register: RegisterCallback) -> None:
         coco.Bleu4,
         aliases=("bleu",),
         params=coco.CocoParams,
-        backend=_java_backend,
+        backend=_coco_backend,
         description="COCO BLEU-4 (pycocoevalcap, PTB tokens); BLEU-1..3 as details",
     )
     register(
         "meteor",
         meteor.Meteor,
         params=coco.CocoParams,
-        backend=_java_backend,
+        backend=_meteor_backend,
         description="COCO METEOR 1.5 (java jar, guarded by a timeout)",
     )
     register(
@@ -61,7 +70,7 @@ def register_metrics(register: RegisterCallback) -> None:
         coco.RougeL,
         aliases=("rouge_l", "rougel"),
         params=coco.CocoParams,
-        backend=_java_backend,
+        backend=_coco_backend,
         description="COCO ROUGE-L (pycocoevalcap, PTB tokens)",
     )
     register(
@@ -69,7 +78,7 @@ def register_metrics(register: RegisterCallback) -> None:
         coco.Cider,
         aliases=("cider-d",),
         params=coco.CocoParams,
-        backend=_java_backend,
+        backend=_coco_backend,
         description="COCO CIDEr-D (pycocoevalcap, PTB tokens)",
     )
     register(
