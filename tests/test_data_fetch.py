@@ -122,6 +122,14 @@ def _write_csv(path: Path, rows: list[tuple[str, str, str]]) -> None:
         w.writerows(rows)
 
 
+def _served_csv(s: FaultServer, path: Path, prefix: str, n: int, seed: int) -> Path:
+    """``n`` 2:1 PNGs served at ``/<prefix><k>.png``, listed in the CSV ``path``."""
+    for k in range(n):
+        s.files[f"/{prefix}{k}.png"] = _image(64, 32, seed + k)
+    _write_csv(path, [(s.url(f"/{prefix}{k}.png"), "q", f"a{k}") for k in range(n)])
+    return path
+
+
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -202,10 +210,7 @@ def test_fetch_with_faults_writes_a_dataset_folder(server, tmp_path, capsys):
 
 def test_second_run_finds_everything_present(server, tmp_path, capsys):
     s = server
-    for k in range(3):
-        s.files[f"/p{k}.png"] = _image(64, 32, 10 + k)
-    src = tmp_path / "one.csv"
-    _write_csv(src, [(s.url(f"/p{k}.png"), "q", f"a{k}") for k in range(3)])
+    src = _served_csv(s, tmp_path / "one.csv", "p", 3, seed=10)
     out = tmp_path / "out"
     assert main(["data", "fetch", str(src), "--out", str(out), *FAST]) == 0
     first = json.loads((out / "fetch-report.json").read_text())
@@ -298,10 +303,7 @@ def test_fetch_uses_the_one_2_1_tolerance_of_every_erp_reader(server, tmp_path):
 
 def test_ctrl_c_stops_writes_the_report_and_keeps_no_partial_file(server, tmp_path):
     s = server
-    for k in range(6):
-        s.files[f"/c{k}.png"] = _image(64, 32, 50 + k)
-    src = tmp_path / "train.csv"
-    _write_csv(src, [(s.url(f"/c{k}.png"), "q", f"a{k}") for k in range(6)])
+    src = _served_csv(s, tmp_path / "train.csv", "c", 6, seed=50)
     out = tmp_path / "out"
     done = []
 
