@@ -16,7 +16,10 @@ from rich.markup import escape
 
 from cora_kit.errors import CoraKitError
 
-COMMAND_MODULES: tuple[str, ...] = ("plugins", "config", "check_plugin", "new_plugin", "data", "eval", "bench", "run", "tile", "model_summary", "caption", "export")
+COMMAND_MODULES: tuple[str, ...] = (
+    "plugins", "config", "check_plugin", "new_plugin", "data", "eval", "bench", "run", "tile", "model_summary",
+    "caption", "export", "serve", "cache",
+)
 
 app = typer.Typer(
     name="cora-kit",

@@ -62,3 +62,41 @@ def register_plugin() -> Iterator:
     finally:
         for name in names:
             REGISTRY.unregister_plugin(name)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny run trained once per test session (a few steps per stage, 8 synthetic
+    panoramas): a real model for the serving tests. Do not write into it."""
+    from cora_kit.config import resolve_config
+    from cora_kit.pipeline import CoraModel
+    from cora_kit.train.engine import run
+
+    root = tmp_path_factory.mktemp("tiny-trained")
+    sets = [f"data.synth_dir={root / 'synth'}", "data.synth.n_train=8", "data.synth.n_val=2", "data.synth.n_test=4",
+            "stages.stage1.max_steps=1", "stages.stage2.max_steps=2", "stages.stage3.max_steps=2",
+            "eval.metrics=[bleu4]", "eval.max_new_tokens=6", "device=cpu"]
+    out = root / "runs" / "tiny"
+    run(resolve_config("tiny", None, sets), out, model_factory=CoraModel.from_config, progress=False)
+    return out
+
+
+# --- a real headless browser (tests/browser.py) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """Headless Chromium for one test module (skips without one; see tests/browser.py)."""
+    from browser import launched_browser
+
+    with launched_browser() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser) -> Iterator:  # noqa: ANN001
+    """A fresh 1280x720 page; ``page.errors`` collects console and page errors."""
+    from browser import new_page
+
+    with new_page(browser) as pg:
+        yield pg

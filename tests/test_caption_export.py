@@ -138,6 +138,7 @@ def test_caption_run_then_model_gives_identical_captions(
     rows_b = [json.loads(x) for x in b.read_text().splitlines()]
     expected = [str(one)] + [str(p) for p in sorted(images.glob("*.png"))]
     assert [r["image"] for r in rows_a] == expected
+    assert all(r.pop("seconds") > 0 for r in rows_a + rows_b)  # per-caption share of its batch's time
     assert rows_a == rows_b
     assert all(r["query"] == "what is above the horizon?" for r in rows_a)
     assert "caption" in capsys.readouterr().out
@@ -220,3 +221,66 @@ def test_run_records_weights_fingerprint_and_rebuild_checks_it(tiny_run: Path, t
     (copy / "weights_fingerprint.txt").write_text("0" * 32 + "-1\n")
     with pytest.raises(CheckpointError, match="other initial weights"):
         serving.load_run(copy, device="cpu")
+
+
+def test_export_bf16_halves_the_weights_and_loads_as_rounded_fp32(
+    tiny_run: Path, exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out16 = tiny_run.parent.parent / "exported-bf16"
+    assert main(["export", "--run", str(tiny_run), "--out", str(out16), "--dtype", "bf16"]) == 0
+    assert "bf16" in capsys.readouterr().out
+    assert json.loads((out16 / "export.json").read_text())["dtype"] == "bf16"
+    size32, size16 = export_format.summarize(exported), export_format.summarize(out16)
+    assert size16.keys() == size32.keys()
+    for name in size32:  # every weight file about half (headers are the same size)
+        assert size16[name] < 0.55 * size32[name] + 4096, name
+    m32, _ = serving.load_export(exported, device="cpu")
+    m16, info = serving.load_export(out16, device="cpu")
+    assert any("bf16" in n for n in info.notes)
+    p32, p16 = dict(m32.named_parameters()), dict(m16.named_parameters())
+    assert p16.keys() == p32.keys()
+    for name, p in p16.items():
+        assert p.dtype == torch.float32, name
+        if "lora_" in name:  # a fresh, inactive adapter (the export's LoRA is merged)
+            continue
+        assert torch.equal(p, p32[name].to(torch.bfloat16).float()), name
+    assert main(["export", "--run", str(tiny_run), "--out", str(out16) + "-x", "--dtype", "fp16"]) == 2
+
+
+def _lm_head_input_dtypes(model: CoraModel) -> tuple[list[torch.dtype], object]:
+    seen: list[torch.dtype] = []
+    head = model.llm.model.get_output_embeddings()
+    handle = head.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    return seen, handle
+
+
+def test_caption_and_eval_run_under_bf16_autocast_when_asked(tiny_run: Path) -> None:
+    """CUDA runs these under bf16 autocast (precision auto); on this CPU the same code
+    path runs with precision bf16, and fp32 stays the CPU default."""
+    from types import SimpleNamespace
+
+    from cora_kit.train import report
+
+    model, _ = serving.load_run(tiny_run, device="cpu")
+    files = sorted(_images(tiny_run).glob("test_*.png"))[:2]
+    seen, handle = _lm_head_input_dtypes(model)
+    try:
+        rows16 = serving.caption_files(model, files, "what is above the horizon?", 3, precision="bf16")
+        assert seen and set(seen) == {torch.bfloat16}
+        seen.clear()
+        rows32 = serving.caption_files(model, files, "what is above the horizon?", 3)  # auto on CPU: fp32
+        assert seen and set(seen) == {torch.float32}
+        assert len(rows16) == len(rows32) == 2
+        seen.clear()
+        config = model.config.model_copy(update={"precision": "bf16"})
+        from cora_kit.train.distributed import DistInfo
+
+        ctx = SimpleNamespace(config=config, cache_dir=tiny_run.parent / ".feature-cache",
+                              device=torch.device("cpu"), cache_stats={}, dist=DistInfo())
+        items = list(load_splits(config).test)[:2]
+        preds = report.predict(model, items, ctx, "panorama")
+        assert set(preds) == {i["id"] for i in items} and set(seen) == {torch.bfloat16}
+    finally:
+        handle.remove()
+    with pytest.raises(Exception, match="precision"):
+        serving.caption_files(model, files, "q", 3, precision="fp8")

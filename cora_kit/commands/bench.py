@@ -3,6 +3,7 @@
     cora-kit bench --resamplers mlp,bimamba --losses none,densecl --seeds 3 [--preset tiny]
     cora-kit bench configs/experiments/paper-table1.yaml --data data/quic360
     cora-kit bench merge bench/NAME
+    cora-kit bench report bench/NAME          # bench/NAME/report.html (cora_kit.bench.html_report)
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _versions() -> dict[str, Any]:
 
 
 def bench(
-    args: list[str] = typer.Argument(None, help="EXPERIMENT.yaml, or 'merge BENCH_DIR'."),
+    args: list[str] = typer.Argument(None, help="EXPERIMENT.yaml, 'merge BENCH_DIR' or 'report BENCH_DIR'."),
     resamplers: str = typer.Option(None, "--resamplers", help="Comma-separated resampler names."),
     losses: str = typer.Option(None, "--losses", help="Comma-separated overlap loss names."),
     tilers: str = typer.Option(None, "--tilers", help="Comma-separated tilers: adds the tiler axis."),
@@ -76,6 +77,9 @@ def bench(
     loss_opt: list[str] = typer.Option([], "--loss-opt", help="k=v for every loss."),
     overrides: list[str] = typer.Option([], "--set", help="key.path=value for every cell."),
     no_shared_cache: bool = typer.Option(False, "--no-shared-cache", help="Cache per cell (for comparison)."),
+    logger: list[str] = typer.Option(
+        [], "--logger", help="Tracker for every cell besides metrics.jsonl: tensorboard, wandb, mlflow (repeatable)."
+    ),
 ) -> None:
     """Run an ablation grid (every cell a normal run) and write table.{csv,md,tex,json} + plot.png."""
     console = Console()
@@ -84,6 +88,13 @@ def bench(
         if len(args) != 2:
             raise ConfigError("usage: cora-kit bench merge BENCH_DIR")
         merge(Path(args[1]), baseline=baseline, console=console)
+        return
+    if args and args[0] == "report":
+        if len(args) != 2:
+            raise ConfigError("usage: cora-kit bench report BENCH_DIR")
+        from cora_kit.bench.html_report import write_report
+
+        console.print(f"wrote {write_report(Path(args[1]))}", highlight=False)
         return
     if len(args) > 1:
         raise ConfigError(f"unexpected arguments: {' '.join(args[1:])}")
@@ -102,12 +113,17 @@ def bench(
         i, n = parse_shard(shard)
         cells = shard_cells(cells, i, n)
     bench_dir = out or Path("bench") / name
+    extra = dict(exp.config) if exp else {}
+    if logger:
+        from cora_kit.commands.run import parse_loggers
+
+        extra["logging"] = {**extra.get("logging", {}), "loggers": parse_loggers(logger), "group": name}
     spec = BenchSpec(
         cells=cells,
         preset=preset or (exp.preset if exp else None),
         config_file=str(config) if config else None,
         overrides=list(overrides),
-        extra=dict(exp.config) if exp else {},
+        extra=extra,
         data=data,
         stages=stage_list,
         resampler_options=_options(resampler_opt, "--resampler-opt"),

@@ -18,6 +18,7 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write (must not exist or be empty)."),
     from_runs: list[Path] = typer.Option([], "--from", help="Run folder holding earlier stages (runs trained with --from)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --out folder."),
+    dtype: str = typer.Option("fp32", "--dtype", help="Weight dtype of the files: fp32, or bf16 (half the size)."),
 ) -> None:
     """Merge LoRA and write a self-contained model folder (safetensors only)."""
     from transformers.utils import logging as hf_logging
@@ -26,10 +27,10 @@ def export(
     from cora_kit.serving.export_format import summarize
 
     hf_logging.disable_progress_bar()
-    folder = export_run(run, out, sources=tuple(from_runs), overwrite=overwrite)
+    folder = export_run(run, out, sources=tuple(from_runs), overwrite=overwrite, dtype=dtype)
     sizes = summarize(folder)
     total = sum(sizes.values())
-    typer.echo(f"exported {run} -> {folder} ({len(sizes)} weight files, {total / 2**20:.1f} MiB)")
+    typer.echo(f"exported {run} -> {folder} ({len(sizes)} weight files, {dtype}, {total / 2**20:.1f} MiB)")
     typer.echo(f"caption with: cora-kit caption PANO.jpg --model {folder}")
 
 

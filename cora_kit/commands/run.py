@@ -59,6 +59,17 @@ def with_plugin_options(cfg: Any, resampler_opts: dict[str, Any], loss_opts: dic
         raise ConfigError(f"plugin options: {exc.errors()[0]['msg']}") from None
 
 
+def parse_loggers(values: list[str]) -> list[str]:
+    """``["tensorboard,wandb", "mlflow"]`` -> ``["jsonl", "tensorboard", "wandb", "mlflow"]``."""
+    from cora_kit.train.trackers import LOGGERS
+
+    names = [v.strip() for text in values for v in text.split(",") if v.strip()]
+    for name in names:
+        if name not in LOGGERS:
+            raise ConfigError(f"--logger {name!r}: choose from {', '.join(LOGGERS)}")
+    return list(dict.fromkeys(["jsonl", *names]))
+
+
 def default_name(resampler: str, loss: str, seed: int) -> str:
     return f"{resampler}-{loss}-s{seed}"
 
@@ -80,6 +91,11 @@ def run(
     overrides: list[str] = typer.Option([], "--set", help="Config override key.path=value (repeatable)."),
     feature_cache: Path = typer.Option(None, "--feature-cache", help="Feature cache folder (default: <out>/.feature-cache)."),
     plain: bool = typer.Option(False, "--plain", help="Plain log lines instead of progress bars."),
+    logger: list[str] = typer.Option(
+        [], "--logger",
+        help="Experiment tracker besides metrics.jsonl (always written): jsonl, tensorboard, wandb, mlflow;"
+        " repeatable or comma-separated.",
+    ),
     batch_size: str = typer.Option(
         None, "--batch-size",
         help="'auto': per stage, the largest micro-batch that fits; the effective batch is kept by accumulation.",
@@ -116,6 +132,8 @@ def run(
                 f"--batch-size takes 'auto'; got {batch_size!r} (set a stage's batch with --set stages.stage2.batch_size=N)"
             )
         extra["auto_batch"] = True
+    if logger:
+        extra["logging"] = {"loggers": parse_loggers(logger)}
     cfg = resolve_config(preset, config, overrides, extra=extra)
     cfg = with_plugin_options(cfg, parse_options(resampler_opt, "--resampler-opt"), parse_options(loss_opt, "--loss-opt"))
     validate_plugin_choices(cfg)

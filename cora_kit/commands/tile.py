@@ -15,34 +15,18 @@ import typer
 
 from cora_kit.data.images import read_erp
 from cora_kit.errors import CoraKitError
-from cora_kit.geometry import TileLayout, ViewCamera, dirs_to_lonlat, grid_to_dirs, overlap_correspondences, rings
+from cora_kit.geometry import TileLayout, ViewCamera, adjacent_matches, view_outline
 
 
 def footprint(view: ViewCamera, erp_hw: tuple[int, int], spacing: str, n: int = 64) -> list[torch.Tensor]:
     """Outline of ``view`` in ERP pixel coordinates: polylines ``[K, 2]`` (x, y), split at the seam."""
-    s = view.size
-    e = torch.linspace(-0.5, s - 0.5, n, dtype=torch.float64)
-    lo, hi = torch.full_like(e, -0.5), torch.full_like(e, s - 0.5)
-    border = torch.cat([torch.stack([lo, e], 1), torch.stack([e, hi], 1),
-                        torch.stack([hi, e.flip(0)], 1), torch.stack([e.flip(0), lo], 1)])
-    lon, lat = dirs_to_lonlat(grid_to_dirs(view, border, (s, s), spacing))
+    lon, lat = view_outline(view, n, spacing)
     h, w = erp_hw
     x = (lon / (2 * math.pi) + 0.5) * w - 0.5
     y = (0.5 - lat / math.pi) * h - 0.5
     pts = torch.stack([x, y], 1)
     jumps = ((x[1:] - x[:-1]).abs() > w / 2).nonzero().squeeze(1) + 1
     return [seg for seg in torch.tensor_split(pts, jumps.tolist()) if len(seg) > 1]
-
-
-def adjacent_matches(layout: TileLayout, grid: tuple[int, int]) -> list[tuple[int, int, torch.Tensor, torch.Tensor]]:
-    """(src, dst, src (row, col) [M,2], dst (row, col) [M,2]) for each tile and its right neighbour."""
-    nxt = {r[j]: r[(j + 1) % len(r)] for r in rings(layout) if len(r) > 1 for j in range(len(r))}
-    out = []
-    for p in overlap_correspondences(layout, grid).pairs:
-        if nxt.get(p.src) == p.dst:
-            src_rc = torch.stack([p.src_index // grid[1], p.src_index % grid[1]], 1).float()
-            out.append((p.src, p.dst, src_rc, p.dst_rowcol))
-    return out
 
 
 def render_sheet(erp: torch.Tensor, views: torch.Tensor, layout: TileLayout, out: Path, show_overlap: bool) -> None:

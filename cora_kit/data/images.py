@@ -3,7 +3,8 @@
 Every part of cora-kit that opens a panorama file goes through here: the dataset loaders
 (``check_erp`` on each row's image), training and evaluation (``read_erp``), ``cora-kit
 tile``, the tilers' file input (``cora_kit.geometry.load_erp``) and serving (caption,
-export). The rules, the same everywhere:
+export, and the server's uploads: any function here also takes an open binary file such as
+``io.BytesIO``). The rules, the same everywhere:
 
 * the file must be an image PIL can identify (else ``DataError`` naming it);
 * colour mode: grey or RGB, optionally with alpha or a palette (alpha is dropped, grey and
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -56,6 +58,18 @@ class ErpError(DataError):
         self.problem = problem
 
 
+#: a file path, or an open binary file (e.g. ``io.BytesIO`` of an upload; its ``name``
+#: attribute, if any, names it in messages)
+ErpSource = str | Path | BinaryIO
+
+
+def _source(path: ErpSource) -> tuple[str | Path | BinaryIO, Path]:
+    """(what PIL opens, the name messages use)."""
+    if isinstance(path, (str, Path)):
+        return Path(path), Path(path)
+    return path, Path(str(getattr(path, "name", "<upload>")))
+
+
 def _unreadable(path: Path, exc: Exception) -> ErpError:
     return ErpError("unreadable image", f"{path}: cannot read image ({type(exc).__name__}: {exc})")
 
@@ -76,15 +90,15 @@ def _validate(path: Path, width: int, height: int, mode: str) -> ErpHeader:
     return ErpHeader(path, width, height, mode)
 
 
-def check_erp(path: str | Path) -> ErpHeader:
+def check_erp(path: ErpSource) -> ErpHeader:
     """Header-only check (no pixel decoding): readable, supported colour mode, 2:1.
 
     Raises ``ErpError`` (a ``DataError``) naming the file, its size and what is wrong."""
     from PIL import Image, UnidentifiedImageError
 
-    p = Path(path)
+    src, p = _source(path)
     try:
-        with Image.open(p) as img:
+        with Image.open(src) as img:
             w, h = img.size
             mode = img.mode
     except (OSError, UnidentifiedImageError, ValueError) as exc:
@@ -93,7 +107,7 @@ def check_erp(path: str | Path) -> ErpHeader:
 
 
 def read_erp(
-    path: str | Path, size: tuple[int, int] | None = None, dtype: torch.dtype = torch.float32
+    path: ErpSource, size: tuple[int, int] | None = None, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Decode an ERP file -> ``[3,H,W]``: float in [0,1] (``dtype`` float32) or uint8.
 
@@ -101,9 +115,9 @@ def read_erp(
     resampled to exactly ``2H x H``. Bad files are ``DataError``s naming them."""
     from PIL import Image, UnidentifiedImageError
 
-    p = Path(path)
+    src, p = _source(path)
     try:
-        with Image.open(p) as img:
+        with Image.open(src) as img:
             _validate(p, img.width, img.height, img.mode)
             rgb = img.convert("RGB")
             target = (size[1], size[0]) if size is not None else (2 * img.height, img.height)
@@ -124,4 +138,6 @@ def read_erp(
     return torch.from_numpy(out).to(dtype)
 
 
-__all__ = ["ASPECT_TOLERANCE", "IMAGE_MODES", "IMAGE_SUFFIXES", "ErpError", "ErpHeader", "check_erp", "read_erp"]
+__all__ = [
+    "ASPECT_TOLERANCE", "IMAGE_MODES", "IMAGE_SUFFIXES", "ErpError", "ErpHeader", "ErpSource", "check_erp", "read_erp",
+]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from typing import Any
 
 import torch
@@ -71,6 +72,8 @@ class CoraModel(FreezeSchedule):
         self.fusion = LanguageFusion(llm.tokenizer, llm.vision_token, config.model.llm.max_text_tokens)
         self.stage: int | None = None
         self._key_memo: dict[int, tuple[tuple, str]] = {}
+        #: component -> what gradient checkpointing does there (empty: off)
+        self.gradient_checkpointing: dict[str, str] = {}
 
     # -- construction ----------------------------------------------------------
 
@@ -88,7 +91,25 @@ class CoraModel(FreezeSchedule):
             c.tiler.layout, c.latent_grid, mode=config.model.correspondence_mode, include_global=False
         )
         model = cls(config, c.tiler, c.encoder, c.resampler, c.overlap_head, c.loss_fn, c.projector, c.llm, correspondences)
+        if config.model.gradient_checkpointing:
+            model.set_gradient_checkpointing(True)
         return model if device.type in ("cpu", "meta") else model.to(device)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> dict[str, str]:
+        """Checkpoint the encoder's and LLM's layers (their libraries' switches) and the
+        resampler's layer stack; returns ``{component: what was done}``. A component whose
+        plugin cannot is reported (warning, and ``plugins.json``), never silently skipped."""
+        done: dict[str, str] = {}
+        for name, component in (("encoder", self.encoder), ("resampler", self.resampler), ("llm", self.llm)):
+            how = component.set_gradient_checkpointing(enabled)
+            if enabled and not how:
+                plugin = getattr(self.config.model, name).name
+                how = f"not supported by the {name} plugin '{plugin}': its activations are kept"
+                warnings.warn(f"gradient checkpointing: {how}", stacklevel=2)
+            done[name] = how
+        self.gradient_checkpointing = done if enabled else {}
+        self.train(self.training)
+        return done
 
     # -- vision path -------------------------------------------------------------
 
@@ -249,6 +270,8 @@ class CoraModel(FreezeSchedule):
             }
             if obj.source is not None:
                 out[kind]["source"] = obj.source if len(obj.source) < 200 else obj.source[:200] + "..."
+        if self.gradient_checkpointing:
+            out["gradient_checkpointing"] = dict(self.gradient_checkpointing)
         out["layout"] = {"name": self.layout.name, "views": self.layout.num_views, "grid": list(self.grid),
                          "latent_grid": list(self.latent_grid), "latent_dim": self.projector.latent_dim,
                          "vision_tokens": self.projector.num_tokens}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_model as load_safetensors
+import torch
 from torch import nn
 
 from cora_kit.config import read_config_file
@@ -152,9 +153,15 @@ def load_export(folder: str | Path, device: str = "auto") -> tuple[CoraModel, Lo
             _load_module(module, path)
         elif isinstance(module, nn.Module) and module.state_dict():
             raise CheckpointError(f"{path}: missing ({attr} has weights to load)")
+    for p in model.parameters():  # fp32 master weights, whatever dtype the files hold
+        if p.is_floating_point() and p.dtype != torch.float32:
+            p.data = p.data.float()
     model = model.to(target)
     model.eval()
-    return model, LoadInfo(str(folder), "export", {}, [f"exported from {meta.get('source', {}).get('run', '?')}"])
+    notes = [f"exported from {meta.get('source', {}).get('run', '?')}"]
+    if meta.get("dtype", "fp32") != "fp32":
+        notes.append(f"weights stored in {meta['dtype']}, loaded as fp32 (bf16 autocast on CUDA)")
+    return model, LoadInfo(str(folder), "export", {}, notes)
 
 
 def load_model(

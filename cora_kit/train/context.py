@@ -1,8 +1,8 @@
-"""What one run's stages share: the run context, stage/run results, seeding, autocast."""
+"""What one run's stages share: the run context, stage/run results, seeding, autocast
+(``cora_kit.device.autocast``: the precision rule of training, evaluation and captioning)."""
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,9 +13,11 @@ import numpy as np
 import torch
 
 from cora_kit.config import CoraConfig
+from cora_kit.device import autocast  # the one precision rule (re-exported for the stage steps)
 from cora_kit.errors import CoraKitError
 from cora_kit.train.distributed import DistInfo
 from cora_kit.train.run_dir import RunDir
+from cora_kit.train.trackers import Trackers
 
 #: ``on_step(stage, step, metrics)`` after every optimizer step
 StepCallback = Callable[[int, int, dict[str, float]], None]
@@ -74,6 +76,8 @@ class RunContext:
     on_step: StepCallback | None
     #: encoder_image_passes / cache_hits of every FeatureProvider of this run
     cache_stats: dict[str, int] = field(default_factory=dict)
+    #: experiment trackers beside metrics.jsonl (rank 0; none elsewhere)
+    trackers: Trackers = field(default_factory=Trackers.none)
 
     def say(self, *args: Any) -> None:
         """A progress line (rank 0, when progress output is on)."""
@@ -85,15 +89,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (``auto``/``bf16``) or CPU (``bf16``); else nothing."""
-    if device.type == "cuda" and precision in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 __all__ = [

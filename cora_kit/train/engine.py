@@ -41,6 +41,7 @@ from cora_kit.train.protocol import CoraModelLike, ModelFactory
 from cora_kit.train.run_dir import RunDir
 from cora_kit.train.stage_run import StageRun
 from cora_kit.train.stages import STEP_FNS
+from cora_kit.train.trackers import Trackers, check_available
 
 
 def _load_previous(model: CoraModelLike, before: int, sources: Sequence[Path]) -> list[str]:
@@ -64,9 +65,10 @@ def _load_previous(model: CoraModelLike, before: int, sources: Sequence[Path]) -
 
 
 def _open_run(config: CoraConfig, out_dir: Path, stages: list[int], resume: bool, feature_cache_dir: str | Path | None,
-              progress: bool, plain_progress: bool, on_step: StepCallback | None) -> RunContext:
-    """Process group, device and run folder (refused when it holds stages and not resuming)."""
-    info = dist_utils.setup(resolve_device(config.device).type)
+              progress: bool, plain_progress: bool, on_step: StepCallback | None,
+              info: dist_utils.DistInfo) -> RunContext:
+    """Device and run folder (refused when it holds stages and not resuming) in the process
+    group ``info``, and the experiment trackers of ``config.logging`` (rank 0)."""
     device = resolve_device(config.device, info.local_rank if info.enabled else None)
     rd = RunDir(out_dir, writer=info.is_main)
     if not resume and any(rd.stage(s).exists() for s in stages):  # every rank checks: no hang
@@ -74,7 +76,16 @@ def _open_run(config: CoraConfig, out_dir: Path, stages: list[int], resume: bool
     dist_utils.barrier(info)
     rd.prepare()
     cache_dir = Path(feature_cache_dir) if feature_cache_dir else out_dir.parent / ".feature-cache"
-    return RunContext(config, rd, info, device, cache_dir, progress, plain_progress, on_step)
+    ctx = RunContext(config, rd, info, device, cache_dir, progress, plain_progress, on_step)
+    if rd.writer:
+        lg = config.logging
+        ctx.trackers = Trackers.open(
+            lg.loggers, out_dir, config.model_dump(mode="json"), project=lg.project, wandb_mode=lg.wandb_mode,
+            wandb_entity=lg.wandb_entity, group=lg.group, mlflow_tracking_uri=lg.mlflow_tracking_uri,
+        )
+        if ctx.trackers.names:
+            ctx.say(f"logging to metrics.jsonl and {', '.join(ctx.trackers.names)}")
+    return ctx
 
 
 def _record_model(ctx: RunContext, model: CoraModelLike, first_stage: int, from_run: str | Path | None) -> None:
@@ -87,8 +98,9 @@ def _record_model(ctx: RunContext, model: CoraModelLike, first_stage: int, from_
 
 
 def _diagnostics_before(ctx: RunContext, model: CoraModelLike, stages: list[int], splits: Splits, resume: bool) -> dict | None:
-    """Stage-1 diagnostics of the untrained resampler (or the ones an earlier attempt wrote)."""
-    if 1 not in stages:
+    """Stage-1 diagnostics of the untrained resampler (or the ones an earlier attempt wrote);
+    rank 0 only (the other ranks go on to their next stage's cache fill)."""
+    if 1 not in stages or not ctx.dist.is_main:
         return None
     if splits.stage1_val and not (resume and ckpt.is_done(ctx.rd.stage(1))):
         return report.stage1_diagnostics(model, splits.stage1_val, ctx)
@@ -154,8 +166,8 @@ def _train_stages(ctx: RunContext, model: CoraModelLike, stages: list[int], spli
             continue
         items = splits.stage1_train if stage == 1 else train_items
         result.stages[stage] = StageRun(ctx, model, stage, items, resume, validators.get(stage)).run()
-        if stage == 1 and splits.stage1_val:
-            # the last epoch's validation already measured the final weights
+        if stage == 1 and splits.stage1_val and ctx.dist.is_main:
+            # the last epoch's validation (rank 0) already measured the final weights
             after = dict(last_diagnostics) or report.stage1_diagnostics(model, splits.stage1_val, ctx)
             result.diagnostics = {"split": "stage1_val", "before": diag_before, "after": after}
             ctx.rd.write_json(ctx.rd.diagnostics, result.diagnostics)
@@ -183,7 +195,10 @@ def run(
     ``model_factory(config, device)`` builds the model (``cora_kit.pipeline.CoraModel.
     from_config`` for real runs). ``feature_cache_dir`` defaults to
     ``<out_dir>/../.feature-cache`` (shared by runs in one output folder). ``from_run``
-    supplies earlier stages' weights.
+    supplies earlier stages' weights. Metrics go to ``metrics.jsonl`` and to the trackers of
+    ``config.logging`` (closed - as failed when an exception leaves - before ``run``
+    returns). Under torchrun the process group gets ``distributed.timeout_s`` and is
+    destroyed at the end when this run created it.
     """
     t_start = time.perf_counter()
     wanted = sorted(set(int(s) for s in stages))
@@ -193,7 +208,28 @@ def run(
         from cora_kit.eval.protocols import paper_columns
 
         paper_columns(config.eval.metrics)
-    ctx = _open_run(config, Path(out_dir), wanted, resume, feature_cache_dir, progress, plain_progress, on_step)
+    check_available(config.logging.loggers)  # every rank, before anything is written
+    info = dist_utils.setup(resolve_device(config.device).type, config.distributed.timeout_s)
+    try:
+        ctx = _open_run(config, Path(out_dir), wanted, resume, feature_cache_dir, progress, plain_progress, on_step,
+                        info)
+        failed = True
+        try:
+            result = _train_and_evaluate(ctx, config, out_dir, wanted, model_factory, resume, from_run, splits,
+                                         evaluate, t_start)
+            failed = False
+        finally:
+            ctx.trackers.close(failed=failed)
+        return result
+    finally:
+        dist_utils.teardown(info)  # a group this run created is destroyed, on errors too
+
+
+def _train_and_evaluate(ctx: RunContext, config: CoraConfig, out_dir: str | Path, wanted: list[int],
+                        model_factory: ModelFactory, resume: bool, from_run: str | Path | None,
+                        splits: Splits | None, evaluate: bool, t_start: float) -> RunResult:
+    """Build the model, train the stages, evaluate (every rank captions its shard of the test
+    split; rank 0 scores) and write ``summary.md``."""
     seed_everything(config.seed)
     model = model_factory(config, ctx.device)
     splits = splits if splits is not None else load_splits(config)
@@ -201,11 +237,12 @@ def run(
     result = RunResult(Path(out_dir), data=_record_data(ctx, splits, train_items))
     _record_model(ctx, model, wanted[0], from_run)
     _train_stages(ctx, model, wanted, splits, resume, result, train_items)
-    if evaluate and max(wanted) >= 2 and ctx.dist.is_main:
+    if evaluate and max(wanted) >= 2:
         result.scores = report.evaluate_test(model, splits, ctx)
     dist_utils.barrier(ctx.dist)
     result.seconds = time.perf_counter() - t_start
     result.cache_stats = dict(ctx.cache_stats)
+    ctx.trackers.log_final(result.scores, result.diagnostics)
     if ctx.dist.is_main:
         report.write_summary(ctx.rd, config, result, splits, model.plugin_metadata())
     return result

@@ -31,6 +31,8 @@ from cora_kit.train.checkpoint import atomic_write
 log = logging.getLogger(__name__)
 
 FORMAT = "cora-kit-features-v1"
+#: empty file in a namespace folder whose mtime is the last time a run opened it
+LAST_USED = "last_used"
 
 
 def image_hash(erp: torch.Tensor) -> str:
@@ -63,6 +65,7 @@ class FeatureCache:
         if not key_file.is_file():
             payload = json.dumps({"format": FORMAT, "key": key, "dtype": str(dtype)}, indent=2)
             atomic_write(key_file, lambda tmp: tmp.write_text(payload, encoding="utf-8"))
+        (self.dir / LAST_USED).touch()  # `cora-kit cache info` / `prune --older-than` read it
         self.stats = {"hits": 0, "misses": 0, "writes": 0, "rejected": 0}
         self._index: dict[str, tuple[Path, str, list[int]]] = {}
         self._scanned: set[Path] = set()
@@ -149,4 +152,4 @@ class FeatureCache:
         return shard
 
 
-__all__ = ["FeatureCache", "image_hash"]
+__all__ = ["FORMAT", "LAST_USED", "FeatureCache", "image_hash"]

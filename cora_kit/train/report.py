@@ -14,11 +14,14 @@ from typing import Any
 
 import torch
 
+from cora_kit.device import autocast
+from cora_kit.train import distributed as dist_utils
 from cora_kit.train.context import RunContext
 from cora_kit.train.protocol import CoraModelLike
 from cora_kit.train.stages import FeatureProvider, stage1_views
 
 CONDITIONS = ("panorama", "blank", "shuffled")
+CONDITION_LABELS = {"panorama": "trained", "blank": "blank panorama", "shuffled": "shuffled panoramas"}
 
 
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -32,7 +35,8 @@ def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ct
 
     tiles = stage1_views(model)
     provider = FeatureProvider(
-        model, 1, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, tiles, stats=ctx.cache_stats
+        model, 1, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, tiles, stats=ctx.cache_stats,
+        dtype=ctx.config.feature_cache.dtype,
     )
     corr = model.correspondences
     heads, lats = [], []
@@ -41,10 +45,12 @@ def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ct
     try:
         with torch.random.fork_rng(devices=[]):
             for batch in _batches(items, ctx.config.eval.batch_size):
-                latent = model.resample(model.encode_trainable(provider.features(batch), 1))
-                lat_tiles = latent[:, tiles] if latent.shape[1] != len(tiles) else latent
+                with autocast(ctx.device, ctx.config.precision):
+                    latent = model.resample(model.encode_trainable(provider.features(batch), 1))
+                    lat_tiles = latent[:, tiles] if latent.shape[1] != len(tiles) else latent
+                    head = model.overlap_head(lat_tiles)
                 lats.append(lat_tiles.float().cpu())
-                heads.append(model.overlap_head(lat_tiles).float().cpu())
+                heads.append(head.float().cpu())
     finally:
         model.train(was_training)
     result = diagnose(torch.cat(heads), corr, model.latent_grid, resampler_features=torch.cat(lats))
@@ -84,10 +90,22 @@ def _derangement(n: int, seed: int) -> list[int]:
 
 
 @torch.no_grad()
-def predict(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: RunContext, condition: str = "panorama") -> dict[str, str]:
-    """Captions for ``items`` with the real panorama, a blank one, or another item's."""
+def predict(
+    model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: RunContext, condition: str = "panorama"
+) -> dict[str, str] | None:
+    """Captions for ``items`` with the real panorama, a blank one, or another item's.
+
+    Under DDP (``ctx.dist``) each rank captions its shard (``items[rank::world]``) and rank 0
+    gathers every caption, in ``items`` order; the other ranks get None. The shuffled
+    control's pairing is drawn over all items first, so it does not depend on the sharding."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; one of {CONDITIONS}")
+    info = ctx.dist
     ev = ctx.config.eval
-    provider = FeatureProvider(model, 3, str(ctx.cache_dir), ctx.device, batch_size=ev.batch_size, stats=ctx.cache_stats)
+    provider = FeatureProvider(
+        model, 3, str(ctx.cache_dir), ctx.device, batch_size=ev.batch_size, stats=ctx.cache_stats,
+        dtype=ctx.config.feature_cache.dtype,
+    )
     paths = list(dict.fromkeys(i["image_path"] for i in items))
     if condition == "shuffled":
         if len(paths) < 2:
@@ -100,24 +118,29 @@ def predict(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: RunConte
     was_training = model.training
     model.eval()
     try:
-        for batch in _batches(items, ev.batch_size):
+        for batch in _batches(dist_utils.shard(list(items), info), ev.batch_size):
             if condition == "panorama":
                 hidden = provider.features(batch)
             elif condition == "shuffled":
                 hidden = provider.features([swap[i["image_path"]] for i in batch])
-            elif condition == "blank":
+            else:  # blank
                 if blank is None:
                     erp = torch.zeros_like(batch[0]["erp"])
                     blank = provider.features([{"id": "blank", "erp": erp}])
                 hidden = blank.expand(len(batch), *blank.shape[1:])
-            else:
-                raise ValueError(f"unknown condition {condition!r}; one of {CONDITIONS}")
-            latent = model.resample(model.encode_trainable(hidden, 3))
-            texts = model.generate(latent, [i["query"] for i in batch], max_new_tokens=ev.max_new_tokens, num_beams=ev.num_beams)
+            with autocast(ctx.device, ctx.config.precision):  # bf16 on CUDA (precision auto)
+                latent = model.resample(model.encode_trainable(hidden, 3))
+                texts = model.generate(
+                    latent, [i["query"] for i in batch], max_new_tokens=ev.max_new_tokens, num_beams=ev.num_beams
+                )
             out.update({i["id"]: t for i, t in zip(batch, texts, strict=True)})
     finally:
         model.train(was_training)
-    return out
+    shards = dist_utils.gather_to_main(out, info)
+    if shards is None:
+        return None
+    merged = {k: v for part in shards for k, v in part.items()}
+    return {i["id"]: merged[i["id"]] for i in items}
 
 
 def score(
@@ -134,7 +157,9 @@ _SCORING_KEYS = ("protocol", "num_items", "num_rows", "implementations")
 
 
 def evaluate_test(model: CoraModelLike, splits: Any, ctx: RunContext) -> dict[str, Any] | None:
-    """predictions.jsonl, references.jsonl and scores.json on the test split.
+    """predictions.jsonl, references.jsonl and scores.json on the test split: the trained
+    model and the controls of ``eval.controls``. Every rank captions its shard (``predict``);
+    rank 0 scores and writes, and returns the scores (None elsewhere).
 
     scores.json: ``{"split", "num_items", "protocol" (grouped | paper), ["num_rows",
     "implementations"], <condition>: {metric: value, "unavailable": {...}}}``.
@@ -147,8 +172,10 @@ def evaluate_test(model: CoraModelLike, splits: Any, ctx: RunContext) -> dict[st
     rd.write_jsonl(rd.references, [{"id": k, "references": v} for k, v in refs.items()])
     protocol = ctx.config.eval.protocol
     scores: dict[str, Any] = {"split": "test", "num_items": len(items), "protocol": protocol}
-    for cond in CONDITIONS:
+    for cond in ("panorama", *ctx.config.eval.controls):
         preds = predict(model, items, ctx, cond)
+        if preds is None:  # not rank 0: its shard went to rank 0
+            continue
         if cond == "panorama":
             rd.write_jsonl(rd.predictions, [{"id": k, "prediction": v} for k, v in preds.items()])
         else:
@@ -158,6 +185,8 @@ def evaluate_test(model: CoraModelLike, splits: Any, ctx: RunContext) -> dict[st
             if key in result:
                 scores[key] = result[key]
         scores[cond] = {k: v for k, v in result.items() if k not in _SCORING_KEYS}
+    if not ctx.dist.is_main:
+        return None
     rd.write_json(rd.scores, scores)
     return scores
 
@@ -171,7 +200,7 @@ def _fmt(v: Any) -> str:
 
 
 def write_summary(rd: Any, config: Any, result: Any, splits: Any, plugins: dict[str, Any]) -> None:
-    """``summary.md``: stages, diagnostics before/after, scores vs the two controls."""
+    """``summary.md``: stages, diagnostics before/after, scores vs the controls."""
     m = config.model
     lines = [
         f"# Run {rd.root.name}", "",
@@ -198,18 +227,23 @@ def write_summary(rd: Any, config: Any, result: Any, splits: Any, plugins: dict[
             lines.append(f"\nadj_cos {verdict}: {_fmt(before['adj_cos'])} -> {_fmt(after['adj_cos'])}.")
     sc = result.scores
     if sc:
+        conds = [c for c in CONDITIONS if c in sc]
         metric_keys = [k for k in sc["panorama"] if k != "unavailable"]
         rows = f", {sc['num_rows']} reference rows" if "num_rows" in sc else ""
         lines += ["", f"## Test split ({sc['num_items']} items{rows})", "", _protocol_line(sc), "",
-                  "| metric | trained | blank panorama | shuffled panoramas |", "|---|---:|---:|---:|"]
+                  "| metric | " + " | ".join(CONDITION_LABELS[c] for c in conds) + " |",
+                  "|---|" + "---:|" * len(conds)]
         for key in metric_keys:
-            lines.append(f"| {key} | " + " | ".join(_fmt(sc[c].get(key)) for c in CONDITIONS) + " |")
+            lines.append(f"| {key} | " + " | ".join(_fmt(sc[c].get(key)) for c in conds) + " |")
         for key, why in sc["panorama"].get("unavailable", {}).items():
             lines.append(f"\n{key}: {why}")
-        cider = [sc[c].get("cider") for c in CONDITIONS]
-        if all(isinstance(v, float) for v in cider):
-            ok = cider[0] > cider[1] and cider[0] > cider[2]
-            lines.append(f"\nCIDEr trained {cider[0]:.4f} vs blank {cider[1]:.4f} vs shuffled {cider[2]:.4f}:"
+        cider = {c: sc[c].get("cider") for c in conds}
+        if len(conds) == 1:
+            lines.append("\nNo controls were evaluated (eval.controls is empty): nothing shows the model uses the panorama.")
+        elif all(isinstance(v, float) for v in cider.values()):
+            ok = all(cider["panorama"] > v for c, v in cider.items() if c != "panorama")
+            versus = " vs ".join(f"{c} {v:.4f}" for c, v in cider.items() if c != "panorama")
+            lines.append(f"\nCIDEr trained {cider['panorama']:.4f} vs {versus}:"
                          f" the model {'uses' if ok else 'does NOT clearly use'} the panorama.")
     elif splits.notes:
         lines += ["", "## Test split", ""] + [f"- {n}" for n in splits.notes]

@@ -1,7 +1,8 @@
 """One stage's training, in named steps (``StageRun.run``):
 
-1. ``prepare``: apply the freeze schedule, seed, fill the frozen-feature cache, and with
-   ``--batch-size auto`` pick the micro-batch;
+1. ``prepare``: apply the freeze schedule, seed this rank's random streams, split the
+   effective batch over the ranks (``split_for_world``), fill the frozen-feature cache,
+   and with ``--batch-size auto`` pick the micro-batch;
 2. ``build_optimizer``: AdamW over the stage's groups, warmup + cosine schedule;
 3. ``restore``: with ``--resume``, weights, optimizer, scheduler, RNG and data position of
    the last checkpoint;
@@ -48,9 +49,10 @@ class StepModule(torch.nn.Module):
 
 def auto_batch(ctx: RunContext, model: CoraModelLike, stage: int, cfg: StageConfig, provider: FeatureProvider,
                items: Sequence[dict[str, Any]]) -> StageConfig:
-    """``--batch-size auto``: split the stage's effective batch by what fits; the choice is
-    printed and written into the run's config.yaml."""
-    from cora_kit.train.autobatch import search_stage_batch
+    """``--batch-size auto``: split this rank's share of the stage's effective batch by what
+    fits (every rank searches, all take the smallest choice); the choice is printed and
+    written into the run's config.yaml."""
+    from cora_kit.train.autobatch import plan_split, search_stage_batch
 
     sample = provider.features(items[:1])
     fn = STEP_FNS[stage]
@@ -66,13 +68,20 @@ def auto_batch(ctx: RunContext, model: CoraModelLike, stage: int, cfg: StageConf
         return loss
 
     with torch.random.fork_rng(devices=[ctx.device.index or 0] if ctx.device.type == "cuda" else []):
-        plan = search_stage_batch(step, cfg.batch_size, cfg.grad_accum, ctx.dist.world_size, ctx.device.type)
+        plan = search_stage_batch(step, cfg.batch_size, cfg.grad_accum, ctx.dist.world_size, ctx.device.type,
+                                  exclude=list(model.parameters()))
+    agreed = dist_utils.all_reduce_min(plan.micro_batch, ctx.dist, ctx.device)  # one choice for all ranks
+    if agreed != plan.micro_batch:
+        plan = plan_split(cfg.batch_size * cfg.grad_accum, agreed, ctx.dist.world_size, plan.found,
+                          plan.rule + "; the smallest choice over the ranks")
     new = cfg.model_copy(update={"batch_size": plan.micro_batch, "grad_accum": plan.grad_accum})
     ctx.say(
         f"stage {stage}: --batch-size auto: micro-batch {plan.micro_batch} x accumulation {plan.grad_accum}"
         f" x {plan.world_size} process(es) = effective {plan.effective} (unchanged); {plan.rule}"
     )
-    stages = ctx.config.stages.model_copy(update={f"stage{stage}": new})
+    # config.yaml keeps the effective batch as one process would run it
+    one_process = new.model_copy(update={"grad_accum": new.grad_accum * ctx.dist.world_size})
+    stages = ctx.config.stages.model_copy(update={f"stage{stage}": one_process})
     ctx.config = ctx.config.model_copy(update={"stages": stages})
     ctx.rd.write_text(ctx.rd.config, to_yaml(ctx.config))
     return new
@@ -117,10 +126,13 @@ class StageRun:
         ctx.say(f"stage {stage}: trainable groups: {groups} (total {sum(trainable.values()):,})")
         if not self.items:
             raise CoraKitError(f"stage {stage}: the training split is empty")
-        seed_everything(ctx.config.seed * 1000 + stage)
+        # per-rank random streams (dropout, augmentation); rank 0 keeps the one-process seed
+        seed_everything(dist_utils.rank_seed(ctx.config.seed * 1000 + stage, ctx.dist.rank))
+        self.split_for_world()
         views = stage1_views(self.model) if stage == 1 else None  # seed: Stage 1 sees the tiles only
         self.provider = FeatureProvider(
-            self.model, stage, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, views, stats=ctx.cache_stats
+            self.model, stage, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, views, stats=ctx.cache_stats,
+            dtype=ctx.config.feature_cache.dtype,
         )
         n_new = self.provider.fill(self.items[ctx.dist.rank :: ctx.dist.world_size])
         dist_utils.barrier(ctx.dist)
@@ -129,6 +141,18 @@ class StageRun:
         if ctx.config.auto_batch:
             self.cfg = auto_batch(ctx, self.model, stage, self.cfg, self.provider, self.items)
         return trainable
+
+    def split_for_world(self) -> None:
+        """The configured effective batch over ``world_size`` processes: each rank runs the
+        accumulation divided by the world size (else a smaller micro-batch); one process
+        and N processes then take the same optimizer steps on the same items."""
+        ctx, cfg = self.ctx, self.cfg
+        world = ctx.dist.world_size
+        micro, accum = dist_utils.split_for_world(cfg.batch_size, cfg.grad_accum, world, f"stage {self.stage}: ")
+        if (micro, accum) != (cfg.batch_size, cfg.grad_accum):
+            ctx.say(f"stage {self.stage}: {world} processes: micro-batch {micro} x accumulation {accum} per rank"
+                    f" = effective {micro * accum * world} (configured {cfg.batch_size} x {cfg.grad_accum})")
+            self.cfg = cfg.model_copy(update={"batch_size": micro, "grad_accum": accum})
 
     def build_optimizer(self) -> None:
         """AdamW over the stage's parameter groups, warmup + cosine over the planned steps."""
@@ -147,8 +171,11 @@ class StageRun:
         self.model.load_trainable_state_dict(weights, strict=True)
         self.optim.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
-        ckpt.set_rng_state(state["rng"])
+        ckpt.set_rng_state(state["rng"])  # rank 0's streams (it writes checkpoints); the others derive theirs
         self.step = self.resumed_from = self.last_ckpt = int(state["step"])
+        if self.ctx.dist.rank:
+            seed_everything(dist_utils.rank_seed(self.ctx.config.seed * 1000 + self.stage + 7919 * self.step,
+                                                 self.ctx.dist.rank))
         if int(state["total_steps"]) != self.total:
             raise CheckpointError(
                 f"{self.stage_dir}: checkpoint planned {state['total_steps']} steps, this config plans {self.total};"
@@ -199,8 +226,15 @@ class StageRun:
         self.step += 1
         self._window.append(logs["loss"])
         self.metrics = {**logs, "lr": lr, **({"grad_norm": grad_norm} if grad_norm is not None else {})}
+        if self.logs_now():  # what is logged covers the whole effective batch: averaged over ranks
+            self.metrics = dist_utils.mean_over_ranks(
+                {**self.metrics, "loss_mean": sum(self._window) / len(self._window)}, self.ctx.dist)
         bar.update(self.step, n_items * self.ctx.dist.world_size, self.metrics)
         self.after_step(bar, lr)
+
+    def logs_now(self) -> bool:
+        """metrics.jsonl and the trackers get a row every ``log_every`` steps and at the end."""
+        return self.step % self.cfg.log_every == 0 or self.step == self.total
 
     def accumulate(self) -> tuple[dict[str, float], int]:
         """``grad_accum`` micro-batches of the seeded item order: forward, NaN guard, backward.
@@ -236,11 +270,11 @@ class StageRun:
     def after_step(self, bar: StageProgress, lr: float) -> None:
         """metrics.jsonl every ``log_every`` steps, the epoch line, periodic checkpoints, ``on_step``."""
         ctx, cfg, step = self.ctx, self.cfg, self.step
-        if step % cfg.log_every == 0 or step == self.total:
-            row = {"stage": self.stage, "step": step, "epoch": self.epoch, **self.metrics,
-                   "loss_mean": sum(self._window) / len(self._window), "samples_per_s": bar.throughput()}
+        if self.logs_now():
+            row = {"stage": self.stage, "step": step, "epoch": self.epoch, **self.metrics, "samples_per_s": bar.throughput()}
             self._window.clear()
             ctx.rd.log_metrics(row)
+            ctx.trackers.log(row)
         if (step * cfg.grad_accum) % self.micro < cfg.grad_accum or step == self.total:
             self.validation = self.validate()
             shown = {k: v for k, v in self.validation.items() if k in ("val_loss", "val_adj_cos")}
@@ -252,14 +286,16 @@ class StageRun:
 
     def validate(self) -> dict[str, float]:
         """End of an epoch: the validator's metrics (rank 0 computes and logs them to
-        metrics.jsonl; every rank waits), ``{}`` without a validator."""
+        metrics.jsonl and the trackers; every rank waits), ``{}`` without a validator."""
         if self.validator is None:
             return {}
         values: dict[str, float] = {}
         if self.ctx.dist.is_main:
             with autocast(self.ctx.device, self.ctx.config.precision):
                 values = self.validator(self.stage, self.epoch)
-            self.ctx.rd.log_metrics({"stage": self.stage, "step": self.step, "epoch": self.epoch, **values})
+            row = {"stage": self.stage, "step": self.step, "epoch": self.epoch, **values}
+            self.ctx.rd.log_metrics(row)
+            self.ctx.trackers.log(row)
         dist_utils.barrier(self.ctx.dist)
         return values
 

@@ -22,6 +22,9 @@ from cora_kit.config import StageConfig
 from cora_kit.train.feature_cache import FeatureCache, image_hash
 from cora_kit.train.protocol import CoraModelLike
 
+#: ``feature_cache.dtype`` -> storage dtype
+CACHE_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
 StepFn = Callable[[CoraModelLike, torch.Tensor, Sequence[dict[str, Any]], StageConfig], tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -119,14 +122,15 @@ class FeatureProvider:
       grad); its key includes those blocks' weights as Stage 1 left them.
 
     Stage 1 serves the prefix of ``views`` (the tiles: the seed's Stage 1 sees no global
-    view). ``stats`` (shared by the providers of one run) counts ``encoder_image_passes``
+    view). ``dtype`` is the storage dtype (``feature_cache.dtype``: ``"fp32"`` or
+    ``"bf16"``); fresh features are rounded to it too, and served as float32. ``stats`` (shared by the providers of one run) counts ``encoder_image_passes``
     (images run through the prefix) and ``cache_hits`` (prefix lookups served from disk).
     Items are dicts with ``"erp"`` ``[3,H,W]`` and optionally ``"image_path"``.
     """
 
     def __init__(
         self, model: CoraModelLike, stage: int, cache_dir: str, device: torch.device, batch_size: int = 8,
-        views: Sequence[int] | None = None, stats: dict[str, int] | None = None,
+        views: Sequence[int] | None = None, stats: dict[str, int] | None = None, dtype: str = "fp32",
     ) -> None:
         self.model = model
         self.stage = stage
@@ -136,11 +140,14 @@ class FeatureProvider:
         self.stats = stats if stats is not None else {}
         self.stats.setdefault("encoder_image_passes", 0)
         self.stats.setdefault("cache_hits", 0)
-        self.prefix_cache = FeatureCache(cache_dir, f"{model.encoder_cache_key(1)}|prefix|views=all")
+        if dtype not in CACHE_DTYPES:
+            raise ValueError(f"feature cache dtype must be one of {', '.join(CACHE_DTYPES)}; got {dtype!r}")
+        self.dtype = CACHE_DTYPES[dtype]
+        self.prefix_cache = FeatureCache(cache_dir, f"{model.encoder_cache_key(1)}|prefix|views=all", self.dtype)
         self.cache = (
             self.prefix_cache
             if stage == 1
-            else FeatureCache(cache_dir, f"{model.encoder_cache_key(stage)}|final|views=all")
+            else FeatureCache(cache_dir, f"{model.encoder_cache_key(stage)}|final|views=all", self.dtype)
         )
         self._hashes: dict[str, str] = {}
 
@@ -168,7 +175,7 @@ class FeatureProvider:
             sub = missing[start : start + self.batch_size]
             with self._forked():
                 views = self.model.tile(torch.stack([by_hash[h] for h in sub]).to(self.device))
-                feats = self.model.encode_frozen(views, 1).float().cpu()
+                feats = self.model.encode_frozen(views, 1).to("cpu", self.dtype)
             fresh = dict(zip(sub, feats, strict=True))
             self.prefix_cache.put(fresh)
             self.stats["encoder_image_passes"] += len(sub)
@@ -183,9 +190,9 @@ class FeatureProvider:
         out: dict[str, torch.Tensor] = {}
         for start in range(0, len(keys), self.batch_size):
             sub = keys[start : start + self.batch_size]
-            hidden = torch.stack([prefixes[h] for h in sub]).to(self.device)
+            hidden = torch.stack([prefixes[h] for h in sub]).to(self.device, torch.float32)
             with self._forked():
-                final = self.model.encode_trainable(hidden, 1).float().cpu()
+                final = self.model.encode_trainable(hidden, 1).to("cpu", self.dtype)
             out.update(zip(sub, final, strict=True))
         self.cache.put(out)
         return out
@@ -223,7 +230,7 @@ class FeatureProvider:
         out = torch.stack([got[h] for h in hashes])
         if self.stage == 1 and self.views is not None:
             out = out[:, self.views]
-        return out.to(self.device)
+        return out.to(self.device, torch.float32)
 
 
 def stage1_views(model: CoraModelLike) -> list[int]:

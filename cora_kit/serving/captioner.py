@@ -1,0 +1,211 @@
+"""``Captioner``: load a trained model once, caption panoramas in batches.
+
+    from cora_kit import Captioner
+    cap = Captioner.from_run("runs/bimamba-densecl-s0")      # or Captioner.from_export("exported/")
+    results = cap.caption(["a.png", "b.png"], "what is left of the red cube?")
+    results[0].caption, results[0].query, results[0].seconds
+
+``caption(images, queries)`` takes panorama files (2:1 ERP) or ERP tensors ``[3,H,W]``
+(float in [0,1], or uint8 0-255) and one query for all of them or one per image. Images
+are processed ``batch_size`` at a time, and within a batch every stage runs batched: the
+tiler (per input size), the encoder on all ``B x V`` views at once, the resampler,
+projector and the LLM's ``generate``. On CUDA the model runs under bf16 autocast
+(``precision="auto"``); ``"fp32"`` turns that off, ``"bf16"`` forces it (also on CPU).
+
+Every file is header-checked before any model work; bad files are ``DataError``s naming
+them. Decoding options default to the model config's ``eval`` section.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cora_kit.data.images import check_erp, read_erp
+from cora_kit.device import PRECISIONS, autocast
+from cora_kit.errors import ConfigError, DataError
+from cora_kit.serving.loading import LoadInfo, load_export, load_run
+
+ImageInput = str | Path | torch.Tensor
+
+
+@dataclass(frozen=True)
+class CaptionResult:
+    """One caption. ``seconds``: wall time of the batch that produced it divided by the
+    batch's size (so the sum over results is the captioning time; decoding files and
+    the model work included); ``image``: the file, or None for a tensor input."""
+
+    caption: str
+    query: str
+    seconds: float
+    image: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _as_erp(image: torch.Tensor) -> torch.Tensor:
+    """ERP tensor -> float ``[3,H,W]`` in [0,1] (uint8 divided by 255); ``ValueError`` on bad shapes."""
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"an ERP tensor must be [3,H,W]; got {list(image.shape)}")
+    h, w = image.shape[-2:]
+    if w != 2 * h:
+        raise ValueError(f"an ERP tensor must be 2:1 (W = 2H); got H={h}, W={w}")
+    if image.dtype == torch.uint8:
+        return image.float().div_(255.0)
+    if not image.dtype.is_floating_point:
+        raise ValueError(f"an ERP tensor must be float in [0,1] or uint8; got {image.dtype}")
+    return image.float()
+
+
+@torch.no_grad()
+def encode_erps(model: Any, erps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """ERPs (each ``[3,H,W]`` in [0,1], sizes may differ) -> latent ``[B,V,P',D]``.
+
+    ERPs of one size are tiled as one batch; the encoder then runs once on all ``B*V``
+    views, and the resampler once on the batch."""
+    device = next(model.parameters()).device
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, erp in enumerate(erps):
+        by_size.setdefault(tuple(erp.shape[-2:]), []).append(i)
+    views: list[torch.Tensor | None] = [None] * len(erps)
+    for idx in by_size.values():
+        batch = torch.stack([erps[i] for i in idx]).to(device)
+        for i, v in zip(idx, model.tile(batch), strict=True):
+            views[i] = v
+    hidden = model.encode_frozen(torch.stack(views), 3)  # type: ignore[arg-type]
+    return model.resample(model.encode_trainable(hidden, 3))
+
+
+class Captioner:
+    """A loaded model and its decoding settings; ``caption`` is safe to call repeatedly
+    (not from several threads at once: the server runs it on one worker thread)."""
+
+    def __init__(
+        self,
+        model: Any,
+        info: LoadInfo | None = None,
+        *,
+        precision: str = "auto",
+        max_new_tokens: int | None = None,
+        num_beams: int | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        ev = model.config.eval
+        self.model = model.eval()
+        self.info = info or LoadInfo(source="(in memory)", kind="model")
+        self.max_new_tokens = ev.max_new_tokens if max_new_tokens is None else max_new_tokens
+        self.num_beams = ev.num_beams if num_beams is None else num_beams
+        self.batch_size = ev.batch_size if batch_size is None else batch_size
+        if min(self.max_new_tokens, self.num_beams, self.batch_size) < 1:
+            raise ConfigError(
+                "max_new_tokens, beams and batch size must be >= 1; got"
+                f" {self.max_new_tokens}, {self.num_beams}, {self.batch_size}"
+            )
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+        self.device: torch.device = next(model.parameters()).device
+        self.precision = precision
+        self.autocast_dtype: torch.dtype | None = (
+            torch.bfloat16 if precision == "bf16" or (precision == "auto" and self.device.type == "cuda") else None
+        )
+
+    # -- loading ----------------------------------------------------------------------
+
+    @classmethod
+    def from_run(cls, path: str | Path, device: str = "auto", sources: Sequence[str | Path] = (),
+                 **options: Any) -> Captioner:
+        """A run folder (``cora-kit run``): config.yaml + every stage's weights, loaded once.
+        ``sources``: run folders holding earlier stages (runs trained with ``--from``)."""
+        model, info = load_run(path, device=device, sources=sources)
+        return cls(model, info, **options)
+
+    @classmethod
+    def from_export(cls, path: str | Path, device: str = "auto", **options: Any) -> Captioner:
+        """A folder written by ``cora-kit export`` (hashes checked, safetensors only)."""
+        model, info = load_export(path, device=device)
+        return cls(model, info, **options)
+
+    # -- describing -----------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """What is loaded: source, kind, plugins, preset, device, precision, decoding."""
+        m = self.model.config.model
+        return {
+            "source": self.info.source, "kind": self.info.kind, "name": Path(self.info.source).name,
+            "resampler": m.resampler.name, "loss": m.loss.name, "tiler": m.tiler.name,
+            "preset": self.model.config.preset, "device": str(self.device),
+            "precision": "bf16" if self.autocast_dtype is not None else "fp32",
+            "max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
+        }
+
+    # -- captioning -----------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return autocast(self.device, self.precision)  # the one precision rule (training, evaluation)
+
+    @torch.no_grad()
+    def caption_erps(self, erps: Sequence[torch.Tensor], queries: Sequence[str]) -> list[str]:
+        """Captions of one batch: ERPs ``[3,H,W]`` in [0,1] and one query each."""
+        if len(erps) != len(queries):
+            raise ValueError(f"{len(erps)} panoramas but {len(queries)} queries")
+        if not erps:
+            return []
+        with self._autocast():
+            latent = encode_erps(self.model, erps)
+            return self.model.generate(latent, list(queries), max_new_tokens=self.max_new_tokens,
+                                       num_beams=self.num_beams)
+
+    def caption(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        queries: str | Sequence[str],
+        batch_size: int | None = None,
+        on_batch: Callable[[list[CaptionResult]], None] | None = None,
+    ) -> list[CaptionResult]:
+        """Caption ``images`` (files or ERP tensors) with ``queries`` (one for all, or one each).
+
+        Returns one ``CaptionResult`` per image, in order. Empty queries, a count mismatch
+        and bad files are errors raised before any model work."""
+        items = [images] if isinstance(images, (str, Path, torch.Tensor)) else list(images)
+        qs = [queries] * len(items) if isinstance(queries, str) else list(queries)
+        if len(qs) != len(items):
+            raise ConfigError(f"{len(items)} panoramas but {len(qs)} queries")
+        for i, q in enumerate(qs):
+            if not isinstance(q, str) or not q.strip():
+                raise ConfigError(f"query {i + 1} is empty")
+        for item in items:
+            if isinstance(item, torch.Tensor):
+                _as_erp(item)  # shape check only
+            elif isinstance(item, (str, Path)):
+                check_erp(item)
+            else:
+                raise DataError(f"{type(item).__name__}: not a panorama file or an ERP tensor")
+        size = self.batch_size if batch_size is None else batch_size
+        if size < 1:
+            raise ConfigError(f"batch size must be >= 1; got {size}")
+        out: list[CaptionResult] = []
+        for start in range(0, len(items), size):
+            chunk, chunk_q = items[start : start + size], qs[start : start + size]
+            t0 = time.perf_counter()
+            erps = [_as_erp(x) if isinstance(x, torch.Tensor) else read_erp(x) for x in chunk]
+            texts = self.caption_erps(erps, chunk_q)
+            share = (time.perf_counter() - t0) / len(chunk)
+            new = [
+                CaptionResult(t, q, share, None if isinstance(x, torch.Tensor) else str(x))
+                for x, q, t in zip(chunk, chunk_q, texts, strict=True)
+            ]
+            out.extend(new)
+            if on_batch is not None:
+                on_batch(new)
+        return out
+
+
+__all__ = ["PRECISIONS", "CaptionResult", "Captioner", "encode_erps"]
+
