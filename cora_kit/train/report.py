@@ -63,7 +63,7 @@ def validation_loss(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: 
     ``answer``) under the current weights, averaged over answer tokens, in eval mode.
     Returns ``{"val_loss", "val_items"}``; the training RNG is left untouched."""
     provider = FeatureProvider(model, stage, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size,
-                               stats=ctx.cache_stats)
+                               stats=ctx.cache_stats, dtype=ctx.config.feature_cache.dtype)
     total, tokens = 0.0, 0.0
     was_training = model.training
     model.eval()
