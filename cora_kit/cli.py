@@ -2,7 +2,8 @@
 
 Command groups live in ``cora_kit/commands/<name>.py``; each defines
 ``register(app: typer.Typer) -> None`` and is listed in ``COMMAND_MODULES``.
-Every ``CoraKitError`` becomes a one-line message on stderr and exit code 2.
+Every ``CoraKitError`` becomes a one-line message on stderr and exit code 2, and so does an
+``OSError`` of the machine (disk full, permission denied, read-only file system).
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:  # typer.Exit inside commands
         return int(exc.code or 0)
+    except OSError as exc:  # disk full, permission denied, read-only: the machine's, not a bug
+        from cora_kit.fs import STORAGE_ERRNOS, storage_error
+
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        err_console.print(f"[bold red]error:[/] {storage_error(exc, exc.filename, None)}", highlight=False,
+                          soft_wrap=True)
+        return 2
     except Exception as exc:  # click usage errors
         import click
 

@@ -38,3 +38,16 @@ class MissingWeightsError(CoraKitError, FileNotFoundError):
 
 class CheckpointError(CoraKitError, RuntimeError):
     """A checkpoint is missing, truncated or does not match the model."""
+
+
+class StorageError(CoraKitError):
+    """Writing failed for a reason outside cora-kit (disk full, permission denied,
+    read-only file system); the message names the path. Nothing already written is lost."""
+
+    def __init__(self, message: str, errno: int | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.errno, self.path = errno, path
+
+
+class RunLockedError(CoraKitError):
+    """Another process holds the run folder's lock; the message names it (pid, host)."""

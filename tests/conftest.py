@@ -65,6 +65,33 @@ def register_plugin() -> Iterator:
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real tiny-preset run folder (a few steps per stage) shared by the caption, export
+    and integrity tests; tests that change it work on a copy."""
+    from cora_kit.config import resolve_config
+    from cora_kit.pipeline import CoraModel
+    from cora_kit.train.engine import run
+
+    root = tmp_path_factory.mktemp("caption")
+    # a high Stage-3 lr so the LoRA adapters end far from zero and merging them matters
+    sets = [f"data.synth_dir={root / 'synth'}", "data.synth.n_train=8", "data.synth.n_val=2", "data.synth.n_test=4",
+            "stages.stage1.max_steps=1", "stages.stage2.max_steps=1", "stages.stage3.max_steps=2",
+            "stages.stage3.lr=1e-2", "eval.metrics=[bleu4]", "eval.max_new_tokens=4", "device=cpu"]
+    run(resolve_config("tiny", None, sets), root / "runs" / "t", model_factory=CoraModel.from_config, progress=False)
+    return root / "runs" / "t"
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_run: Path) -> Path:
+    """``cora-kit export`` of ``tiny_run``."""
+    from cora_kit.cli import main
+
+    out = tiny_run.parent.parent / "exported"
+    assert main(["export", "--run", str(tiny_run), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny run trained once per test session (a few steps per stage, 8 synthetic
     panoramas): a real model for the serving tests. Do not write into it."""

@@ -53,7 +53,7 @@ def test_no_generic_top_level_package():
 #: layers of cora_kit, lowest first; a module may import its own layer or a lower one.
 #: A prefix covers a package and its sub-modules ("cora_kit" itself is the package init).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("cora_kit.errors", "cora_kit.hookspecs", "cora_kit.device"),
+    ("cora_kit.errors", "cora_kit.hookspecs", "cora_kit.device", "cora_kit.fs"),
     ("cora_kit", "cora_kit.registry", "cora_kit.plugin_spec", "cora_kit.geometry", "cora_kit.overlap", "cora_kit.data"),
     ("cora_kit.interfaces", "cora_kit.config"),
     ("cora_kit.eval", "cora_kit.train", "cora_kit.models", "cora_kit.testing"),

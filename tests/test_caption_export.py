@@ -1,4 +1,5 @@
-"""``cora-kit caption`` and ``cora-kit export`` on a real tiny run (a few steps per stage).
+"""``cora-kit caption`` and ``cora-kit export`` on a real tiny run (a few steps per stage;
+the ``tiny_run`` and ``exported`` fixtures live in conftest.py).
 
 Peers: the training engine's own test-split predictions (``predictions.jsonl``) for the
 run loader, and the LoRA-wrapped LLM for the merged export."""
@@ -15,30 +16,11 @@ from PIL import Image
 
 from cora_kit import serving
 from cora_kit.cli import main
-from cora_kit.config import read_config_file, resolve_config
+from cora_kit.config import read_config_file
 from cora_kit.errors import CheckpointError
 from cora_kit.serving import export_format
 from cora_kit.pipeline import CoraModel
 from cora_kit.train.data import load_splits
-from cora_kit.train.engine import run
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("caption")
-    # a high Stage-3 lr so the LoRA adapters end far from zero and merging them matters
-    sets = [f"data.synth_dir={root / 'synth'}", "data.synth.n_train=8", "data.synth.n_val=2", "data.synth.n_test=4",
-            "stages.stage1.max_steps=1", "stages.stage2.max_steps=1", "stages.stage3.max_steps=2",
-            "stages.stage3.lr=1e-2", "eval.metrics=[bleu4]", "eval.max_new_tokens=4", "device=cpu"]
-    run(resolve_config("tiny", None, sets), root / "runs" / "t", model_factory=CoraModel.from_config, progress=False)
-    return root / "runs" / "t"
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_run: Path) -> Path:
-    out = tiny_run.parent.parent / "exported"
-    assert main(["export", "--run", str(tiny_run), "--out", str(out)]) == 0
-    return out
 
 
 def _images(run_dir: Path) -> Path:

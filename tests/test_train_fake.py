@@ -65,7 +65,8 @@ class FakeCoraModel(nn.Module):
         self.llm = nn.Linear(16, len(WORDS))
         self.lora_a = nn.Parameter(torch.zeros(16, 2))
         self.lora_b = nn.Parameter(torch.zeros(2, len(WORDS)))
-        self.fail_at_call: int | None = None  # tests: make lm/overlap loss NaN at this call
+        self.fail_at_call: int | None = None  # tests: make lm/overlap loss NaN from this call on
+        self.fail_once = False  # tests: ... at that call only (a bad batch, not bad weights)
         self._calls = 0
         self.to(device)
 
@@ -108,7 +109,8 @@ class FakeCoraModel(nn.Module):
     # --- losses ------------------------------------------------------------------------
     def _maybe_fail(self, loss: torch.Tensor) -> torch.Tensor:
         self._calls += 1
-        if self.fail_at_call is not None and self._calls >= self.fail_at_call:
+        at = self.fail_at_call
+        if at is not None and (self._calls == at or (self._calls > at and not self.fail_once)):
             return loss * float("nan")
         return loss
 

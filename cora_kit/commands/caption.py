@@ -13,7 +13,6 @@ rows ``{"image", "query", "caption", "seconds"}``. Logic: ``cora_kit.Captioner``
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
@@ -30,9 +29,17 @@ def _quiet_transformers() -> None:
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    from cora_kit.fs import write_text_atomic
+
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def warn_remote_code(err: Console, folder: Path | None) -> None:
+    """The warning printed whenever --trust-remote-code is given."""
+    err.print(
+        f"warning: --trust-remote-code: Python files in {folder} may run with your permissions;"
+        " use it only for model folders you trust", highlight=False, soft_wrap=True,
+    )
 
 
 def caption(
@@ -57,6 +64,11 @@ def caption(
     from_runs: list[Path] = typer.Option([], "--from", help="Run folder holding earlier stages (runs trained with --from)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar for folders and --queries."),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code",
+        help="Let transformers run Python files shipped in the model folder (only for folders you trust;"
+        " a folder's own config never enables this).",
+    ),
 ) -> None:
     """Caption panoramas with a trained run (--run) or an exported model (--model)."""
     from cora_kit import serving
@@ -78,9 +90,12 @@ def caption(
     if (run is None) == (model is None):
         raise ConfigError("give exactly one of --run RUN_DIR or --model EXPORTED_DIR")
     options = {"precision": precision, "max_new_tokens": max_new_tokens, "num_beams": beams, "batch_size": batch_size}
-    cap = (serving.Captioner.from_run(run, device=device, sources=from_runs, **options) if run is not None
-           else serving.Captioner.from_export(model, device=device, **options))
     err = Console(stderr=True)
+    if trust_remote_code:
+        warn_remote_code(err, run or model)
+    cap = (serving.Captioner.from_run(run, device=device, sources=from_runs, trust_remote_code=trust_remote_code,
+                                      **options) if run is not None
+           else serving.Captioner.from_export(model, device=device, trust_remote_code=trust_remote_code, **options))
     for note in cap.info.notes:
         err.print(f"note: {note}", highlight=False, markup=False)
     show_bar = progress and (queries is not None or any(Path(p).is_dir() for p in images))

@@ -16,7 +16,6 @@ protocols (``grouped``, ``paper``): ``cora_kit.eval.protocols``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +53,12 @@ def _metric_params(names: list[str], timeout: float | None, corenlp: Path | None
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from cora_kit.fs import write_text_atomic
+
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
-_NOT_METRICS = ("protocol", "num_items", "num_rows", "unavailable", "implementations")
+_NOT_METRICS = ("protocol", "num_items", "num_rows", "unavailable", "implementations", "truncated")
 
 
 def _print_table(payload: dict[str, Any], title: str) -> None:
@@ -132,6 +131,10 @@ def eval_command(
         " (or $CORA_KIT_SPICE_CORENLP_DIR).",
     ),
     strict: bool = typer.Option(False, "--strict", help="Fail instead of reporting NaN."),
+    max_chars: int = typer.Option(
+        scoring.MAX_CAPTION_CHARS, "--max-chars", min=1,
+        help="Captions longer than this many characters are truncated (with a warning) before scoring.",
+    ),
     protocol: str = typer.Option(
         "grouped", "--protocol",
         help="grouped: each prediction against all references of its (image, query) (default);"
@@ -157,7 +160,15 @@ def eval_command(
         names,
         params=_metric_params(plugins, timeout, spice_corenlp_dir),
         strict=strict,
+        max_chars=max_chars,
     )
+    if payload.get("truncated"):
+        t = payload["truncated"]
+        Console(stderr=True).print(
+            f"warning: {t['predictions']} prediction(s) and the references of {t['references']} id(s) were longer"
+            f" than {t['max_chars']} characters and were truncated before scoring (--max-chars)",
+            highlight=False, soft_wrap=True,
+        )
     if out is not None:
         _write_json(out, payload)
     if as_json:

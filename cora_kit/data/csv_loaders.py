@@ -9,11 +9,12 @@
 ``url`` is an http(s) URL or a local path. URLs are never fetched: they map to
 ``image_root / <file name of the URL>``. A relative local path is resolved against
 ``image_root`` (then ``image_root / <file name>``) when given, else against the CSV's
-folder. References are grouped per (image, query): every annotation of the same pair is
+folder, and must stay inside that folder: a row naming ``../../etc/passwd`` is a bad row
+("path outside the dataset folder"). An absolute path is used as it is written. References are grouped per (image, query): every annotation of the same pair is
 one reference set of one prediction.
 
 Bad rows (empty query or answer, missing/unreadable image, image not 2:1, duplicate or
-malformed row) raise ``DataError("<file>: row <n>: <reason>")`` with ``on_bad_row="error"``
+malformed row, bytes that are not UTF-8) raise ``DataError("<file>: row <n>: <reason>")`` with ``on_bad_row="error"``
 (rows are numbered as lines of the file, the header is row 1); with ``"skip"`` they are
 dropped and counted per reason in ``skipped``. A missing column is always an error.
 Loading only reads files.
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from cora_kit.data.images import ErpError, check_erp
+from cora_kit.data.images import ErpError, check_erp, confine
 from cora_kit.errors import DataError
 
 FORMATS: dict[str, tuple[str, str, str]] = {
@@ -129,7 +130,8 @@ def is_url(text: str) -> bool:
 
 
 def resolve_image(url: str, csv_dir: Path, image_root: Path | None) -> Path:
-    """Local path of ``url`` (see the module docstring); raises ``_BadRow`` if missing."""
+    """Local path of ``url`` (see the module docstring); raises ``_BadRow`` if missing or
+    outside the dataset folder (``image_root``, else the CSV's folder: ``images.confine``)."""
     if is_url(url):
         name = Path(unquote(urlparse(url).path)).name
         if image_root is None:
@@ -144,6 +146,12 @@ def resolve_image(url: str, csv_dir: Path, image_root: Path | None) -> Path:
             candidates = [image_root / p, image_root / p.name]
         else:
             candidates = [csv_dir / p]
+    if not Path(url).expanduser().is_absolute() or is_url(url):  # a relative name stays in its folder
+        root = image_root if image_root is not None else csv_dir
+        try:
+            candidates = [confine(c, root, url) for c in candidates]
+        except ErpError as err:
+            raise _BadRow(err.problem, str(err)) from None
     for c in candidates:
         if c.is_file():
             return c
@@ -183,12 +191,24 @@ class _ImageChecker:
 
 
 def _open_csv(path: Path):
-    """The CSV opened for ``csv.reader`` (DataError naming the file if unreadable)."""
+    """The CSV opened for ``csv.reader`` (DataError naming the file if unreadable).
+
+    Bytes that are not UTF-8 are kept as surrogate escapes, so one bad byte never costs
+    the rest of a decoding block: ``_bad_bytes`` finds them in the record they belong to."""
     try:
-        f = path.open(newline="", encoding="utf-8-sig")
+        f = path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return f
+
+
+def _bad_bytes(fields: list[str]) -> str | None:
+    """Where the first non-UTF-8 byte of a record is (``None`` if all decode)."""
+    for k, text in enumerate(fields, start=1):
+        for i, ch in enumerate(text):
+            if "\udc80" <= ch <= "\udcff":
+                return f"field {k} is not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x} at character {i + 1})"
+    return None
 
 
 def _header(
@@ -196,11 +216,15 @@ def _header(
 ) -> tuple[str, list[str], dict[str, int]]:
     """The format whose columns the header holds, its columns and their indices."""
     try:
-        header = [h.strip().lower() for h in next(reader)]
+        raw = next(reader)
     except StopIteration:
         raise DataError(f"{path}: row 1: empty file, expected a header") from None
     except (csv.Error, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: row 1: not a readable CSV ({exc})") from None
+    bad = _bad_bytes(raw)
+    if bad:
+        raise DataError(f"{path}: row 1: header {bad}")
+    header = [h.strip().lower() for h in raw]
     for fmt, cols in candidates.items():
         if all(c in header for c in cols):
             return fmt, list(cols), {c: header.index(c) for c in cols}
@@ -225,6 +249,10 @@ def _rows(path: Path, reader, width: int):
             continue
         if not fields or all(not f.strip() for f in fields):
             continue  # blank line
+        bad = _bad_bytes(fields)
+        if bad:
+            yield reader.line_num, _BadRow("not UTF-8", bad)
+            continue
         if len(fields) < width:
             yield reader.line_num, _BadRow("malformed row", f"has {len(fields)} fields, header has {width}")
             continue

@@ -22,8 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from cora_kit.data.captions import QueryAnswer, make_queries
 from cora_kit.data.render import render_erp
 from cora_kit.data.scene import Scene, sample_scene
 from cora_kit.errors import DataError
+from cora_kit.fs import atomic_dir
 
 GENERATOR = "cora-kit-synth360"
 GENERATOR_VERSION = 1
@@ -131,11 +130,8 @@ def generate_synthetic(
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise DataError(f"{out_dir}: already exists (use another directory or overwrite)")
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "images").mkdir(parents=True)
-    try:
+    with atomic_dir(out_dir) as tmp:  # disk full / read-only: a StorageError naming out_dir
+        (tmp / "images").mkdir(parents=True)
         counts = _generate_into(tmp, params, workers)
         meta = {
             "generator": GENERATOR, "version": GENERATOR_VERSION, "params": asdict(params), "splits": counts,
@@ -143,17 +139,6 @@ def generate_synthetic(
         text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
         (tmp / "metadata.json").write_text(text, encoding="utf-8")
         (tmp / "README.md").write_text(_readme(params, counts), encoding="utf-8")
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            out_dir.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

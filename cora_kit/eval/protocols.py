@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cora_kit.errors import CoraKitError
-from cora_kit.eval.scoring import DEFAULT_METRICS, check_grouped, score
+from cora_kit.eval.scoring import DEFAULT_METRICS, MAX_CAPTION_CHARS, check_grouped, score
 
 PROTOCOLS: tuple[str, ...] = ("grouped", "paper")
 #: paper column -> (metric plugin, its parameters, its score key, what it is)
@@ -87,13 +87,16 @@ def score_protocol(
     metrics: Sequence[str] | None = None,
     params: Mapping[str, Mapping[str, Any]] | None = None,
     strict: bool = False,
+    max_chars: int | None = MAX_CAPTION_CHARS,
 ) -> dict[str, Any]:
     """Scores as a JSON object: ``{"protocol", <metric>: value (None = NaN), ...,
     "unavailable": {metric: reason}}`` plus ``"num_items"`` (and ``"num_rows"`` and
-    ``"implementations"`` for ``paper``). ``params`` maps plugin name -> extra plugin params."""
+    ``"implementations"`` for ``paper``; ``"truncated"`` when captions longer than
+    ``max_chars`` were cut). ``params`` maps plugin name -> extra plugin params."""
     check_protocol(protocol)
     if protocol == "grouped":
-        report = score(predictions, references, list(metrics or DEFAULT_METRICS), params=params, strict=strict)
+        report = score(predictions, references, list(metrics or DEFAULT_METRICS), params=params, strict=strict,
+                       max_chars=max_chars)
         return {"protocol": "grouped", "num_items": report.count, **report.to_json()}
     columns = paper_columns(metrics)
     rows_p, rows_r = expand_rows(predictions, references)
@@ -102,7 +105,7 @@ def score_protocol(
         PAPER_METRICS[c][0]: {**PAPER_METRICS[c][1], **dict((params or {}).get(PAPER_METRICS[c][0], {}))}
         for c in columns
     }
-    report = score(rows_p, rows_r, plugins, params=merged, strict=strict)
+    report = score(rows_p, rows_r, plugins, params=merged, strict=strict, max_chars=max_chars)
     out: dict[str, Any] = {"protocol": "paper", "num_items": len(predictions), "num_rows": len(rows_p)}
     unavailable: dict[str, str] = {}
     for col in columns:
@@ -113,6 +116,8 @@ def score_protocol(
             unavailable[col] = report.unavailable[key]
     out["unavailable"] = unavailable
     out["implementations"] = {c: f"{PAPER_METRICS[c][0]}: {PAPER_METRICS[c][3]}" for c in columns}
+    if report.truncated:
+        out["truncated"] = dict(report.truncated)
     return out
 
 

@@ -120,16 +120,19 @@ class Captioner:
 
     @classmethod
     def from_run(cls, path: str | Path, device: str = "auto", sources: Sequence[str | Path] = (),
-                 **options: Any) -> Captioner:
-        """A run folder (``cora-kit run``): config.yaml + every stage's weights, loaded once.
-        ``sources``: run folders holding earlier stages (runs trained with ``--from``)."""
-        model, info = load_run(path, device=device, sources=sources)
+                 trust_remote_code: bool = False, **options: Any) -> Captioner:
+        """A run folder (``cora-kit run``): config.yaml + every stage's weights (sha256
+        checked), loaded once. ``sources``: run folders holding earlier stages (runs trained
+        with ``--from``). ``trust_remote_code`` comes from the caller only, never the folder."""
+        model, info = load_run(path, device=device, sources=sources, trust_remote_code=trust_remote_code)
         return cls(model, info, **options)
 
     @classmethod
-    def from_export(cls, path: str | Path, device: str = "auto", **options: Any) -> Captioner:
-        """A folder written by ``cora-kit export`` (hashes checked, safetensors only)."""
-        model, info = load_export(path, device=device)
+    def from_export(cls, path: str | Path, device: str = "auto", trust_remote_code: bool = False,
+                    **options: Any) -> Captioner:
+        """A folder written by ``cora-kit export`` (every file's sha256 checked, safetensors
+        only, paths confined to it; ``trust_remote_code`` from the caller only)."""
+        model, info = load_export(path, device=device, trust_remote_code=trust_remote_code)
         return cls(model, info, **options)
 
     # -- describing -----------------------------------------------------------------------

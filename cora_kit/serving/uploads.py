@@ -31,6 +31,11 @@ DEFAULT_MAX_PIXELS = 2 * 8192 * 4096
 _BUFFER_REPR = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 
+#: status of each ``ErpError.problem`` (others: 415); the reader's own pixel limit
+#: (``cora_kit.data.images.max_pixels``) is a 413 like the server's
+_STATUS = {"image not 2:1": 422, "image too large": 413}
+
+
 class UploadRejected(Exception):
     """An upload the server refuses: ``status`` (4xx) and a one-line ``detail``."""
 
@@ -67,8 +72,7 @@ def check_upload(data: bytes, name: str, limits: UploadLimits) -> tuple[int, int
     except Image.DecompressionBombError as exc:  # PIL refuses to even open it
         raise UploadRejected(413, f"{name}: too many pixels ({exc})") from None
     except ErpError as exc:
-        status = 422 if exc.problem == "image not 2:1" else 415
-        raise UploadRejected(status, str(exc)) from None
+        raise UploadRejected(_STATUS.get(exc.problem, 415), str(exc)) from None
     pixels = header.width * header.height
     if pixels > limits.max_pixels:
         raise UploadRejected(413, f"{name}: {header.width}x{header.height} is {pixels:,} pixels, over the limit"
@@ -86,7 +90,7 @@ def decode_upload(data: bytes, name: str, limits: UploadLimits) -> torch.Tensor:
     except Image.DecompressionBombError as exc:
         raise UploadRejected(413, f"{name}: too many pixels ({exc})") from None
     except ErpError as exc:  # a header that passed but pixels that do not decode (truncated file)
-        raise UploadRejected(415 if exc.problem != "image not 2:1" else 422, str(exc)) from None
+        raise UploadRejected(_STATUS.get(exc.problem, 415), str(exc)) from None
 
 
 __all__ = ["DEFAULT_MAX_PIXELS", "UploadLimits", "UploadRejected", "check_upload", "decode_upload"]

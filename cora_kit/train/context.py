@@ -26,9 +26,9 @@ StepCallback = Callable[[int, int, dict[str, float]], None]
 class NonFiniteLossError(CoraKitError, FloatingPointError):
     """A loss became NaN/Inf; the stage stopped, the last good checkpoint is kept."""
 
-    def __init__(self, stage: int, step: int, value: float, checkpoint_step: int | None) -> None:
-        kept = f"last good checkpoint: step {checkpoint_step}" if checkpoint_step else "no checkpoint was written yet"
-        super().__init__(f"stage {stage}: loss is {value} at step {step}; stopped ({kept})")
+    def __init__(self, stage: int, step: int, value: float, checkpoint_step: int | None, note: str = "") -> None:
+        kept = f"last good checkpoint: step {checkpoint_step}" if checkpoint_step else "no good checkpoint"
+        super().__init__(f"stage {stage}: loss is {value} at step {step}; stopped ({kept}{'; ' + note if note else ''})")
         self.stage, self.step, self.value, self.checkpoint_step = stage, step, value, checkpoint_step
 
 

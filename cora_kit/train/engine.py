@@ -9,7 +9,9 @@ feature cache, AdamW with warmup + cosine, accumulation, clipping, validation at
 end, resumable checkpoints), and last the test-split evaluation and ``summary.md``. Stages
 2-3 train on ``training_items`` (``data.train_targets``: every annotation row by default).
 Checkpoints hold trainable weights only (safetensors) plus a weights-only resume state;
-Ctrl-C saves one before leaving, a non-finite loss stops the stage and keeps the last.
+Ctrl-C saves one before leaving, a non-finite loss stops the stage and keeps the last good
+one. The run holds ``run.lock`` of its folder throughout (``lock.py``), and a kill at any
+moment leaves a folder ``--resume`` completes exactly (``checkpoint.py``, ``run_dir.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from cora_kit.train.context import (
     seed_everything,
 )
 from cora_kit.train.data import Splits, annotation_rows, data_report, load_splits, skipped_line, training_items
+from cora_kit.train.lock import one_writer
 from cora_kit.train.protocol import CoraModelLike, ModelFactory
 from cora_kit.train.run_dir import RunDir
 from cora_kit.train.stage_run import StageRun
@@ -97,16 +100,28 @@ def _record_model(ctx: RunContext, model: CoraModelLike, first_stage: int, from_
     _load_previous(model, first_stage, [rd.root] + ([Path(from_run)] if from_run else []))
 
 
+def _recorded_diagnostics(rd: RunDir) -> dict:
+    """diagnostics.json as an earlier attempt left it ({} when absent or unreadable)."""
+    try:
+        data = json.loads(rd.diagnostics.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _diagnostics_before(ctx: RunContext, model: CoraModelLike, stages: list[int], splits: Splits, resume: bool) -> dict | None:
-    """Stage-1 diagnostics of the untrained resampler (or the ones an earlier attempt wrote);
-    rank 0 only (the other ranks go on to their next stage's cache fill)."""
-    if 1 not in stages or not ctx.dist.is_main:
+    """Stage-1 diagnostics of the untrained resampler: the ones an earlier attempt recorded,
+    else measured now (the model still holds its initial weights) and written at once, so no
+    kill after this point can lose them. Rank 0 only (the other ranks go on to their next
+    stage's cache fill)."""
+    if 1 not in stages or not splits.stage1_val or not ctx.dist.is_main:
         return None
-    if splits.stage1_val and not (resume and ckpt.is_done(ctx.rd.stage(1))):
-        return report.stage1_diagnostics(model, splits.stage1_val, ctx)
-    if ctx.rd.diagnostics.is_file():
-        return json.loads(ctx.rd.diagnostics.read_text()).get("before")
-    return None
+    recorded = _recorded_diagnostics(ctx.rd) if resume else {}
+    if recorded.get("before") is not None:
+        return recorded["before"]
+    before = report.stage1_diagnostics(model, splits.stage1_val, ctx)
+    ctx.rd.write_json(ctx.rd.diagnostics, {"split": "stage1_val", "before": before, "after": None})
+    return before
 
 
 DATA_REPORT = "data-report.json"
@@ -159,22 +174,27 @@ def _train_stages(ctx: RunContext, model: CoraModelLike, stages: list[int], spli
         if not getattr(ctx.config.stages, f"stage{stage}").enabled:
             continue
         stage_dir = ctx.rd.stage(stage)
-        if resume and ckpt.is_done(stage_dir):
+        trained = not (resume and ckpt.is_done(stage_dir))
+        if not trained:
+            if ctx.rd.writer:
+                ckpt.tidy_done(stage_dir)  # checkpoints a kill left after done.json
             model.set_stage(stage)
             model.load_trainable_state_dict(ckpt.load_final(stage_dir), strict=True)
             result.stages[stage] = StageResult(stage, 0, {}, {}, 0.0, skipped=True)
-            continue
-        items = splits.stage1_train if stage == 1 else train_items
-        result.stages[stage] = StageRun(ctx, model, stage, items, resume, validators.get(stage)).run()
-        if stage == 1 and splits.stage1_val and ctx.dist.is_main:
-            # the last epoch's validation (rank 0) already measured the final weights
-            after = dict(last_diagnostics) or report.stage1_diagnostics(model, splits.stage1_val, ctx)
+        else:
+            items = splits.stage1_train if stage == 1 else train_items
+            result.stages[stage] = StageRun(ctx, model, stage, items, resume, validators.get(stage)).run()
+        if stage == 1 and diag_before is not None and (trained or _recorded_diagnostics(ctx.rd).get("after") is None):
+            # (rank 0) a stage trained here was measured by its last epoch's validation; after a kill
+            # between done.json and diagnostics.json, the finished stage is measured now
+            after = (dict(last_diagnostics) if trained else {}) or report.stage1_diagnostics(model, splits.stage1_val, ctx)
             result.diagnostics = {"split": "stage1_val", "before": diag_before, "after": after}
             ctx.rd.write_json(ctx.rd.diagnostics, result.diagnostics)
     if result.diagnostics is None and ctx.rd.diagnostics.is_file():
-        result.diagnostics = json.loads(ctx.rd.diagnostics.read_text())
+        result.diagnostics = _recorded_diagnostics(ctx.rd)
 
 
+@one_writer
 def run(
     config: CoraConfig,
     out_dir: str | Path,

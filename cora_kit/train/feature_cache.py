@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors_bytes
 
-from cora_kit.train.checkpoint import atomic_write
+from cora_kit.fs import atomic_write_bytes, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class FeatureCache:
         key_file = self.dir / "key.json"
         if not key_file.is_file():
             payload = json.dumps({"format": FORMAT, "key": key, "dtype": str(dtype)}, indent=2)
-            atomic_write(key_file, lambda tmp: tmp.write_text(payload, encoding="utf-8"))
+            write_text_atomic(key_file, payload)
         (self.dir / LAST_USED).touch()  # `cora-kit cache info` / `prune --older-than` read it
         self.stats = {"hits": 0, "misses": 0, "writes": 0, "rejected": 0}
         self._index: dict[str, tuple[Path, str, list[int]]] = {}
@@ -144,7 +144,7 @@ class FeatureCache:
         shard = self.dir / f"shard-{name_digest}.safetensors"
         info = {h: {"crc": _crc(t), "shape": list(t.shape)} for h, t in todo.items()}
         meta = {"format": FORMAT, "key": self.key, "entries": json.dumps(info, sort_keys=True)}
-        atomic_write(shard, lambda tmp: save_file(todo, str(tmp), metadata=meta))
+        atomic_write_bytes(shard, save_safetensors_bytes(todo, metadata=meta))
         self._scanned.add(shard)
         for h, i in info.items():
             self._index[h] = (shard, i["crc"], i["shape"])

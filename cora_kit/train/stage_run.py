@@ -5,11 +5,13 @@
    and with ``--batch-size auto`` pick the micro-batch;
 2. ``build_optimizer``: AdamW over the stage's groups, warmup + cosine schedule;
 3. ``restore``: with ``--resume``, weights, optimizer, scheduler, RNG and data position of
-   the last checkpoint;
+   the newest complete checkpoint (said); without one, the stage starts over (what an
+   interrupted first save left is removed, its metric rows dropped);
 4. ``wrap``: the step function as one module (DDP all-reduces its gradients);
 5. ``loop``: optimizer steps of ``grad_accum`` micro-batches (``accumulate``), clipping,
    logging, validation at each epoch end (``validate``), periodic checkpoints (``save``);
-   Ctrl-C saves one before leaving, a non-finite loss stops the stage and keeps the last;
+   Ctrl-C saves one before leaving, a non-finite loss stops the stage and keeps the last good
+   one (``non_finite``: a checkpoint is good once its weights gave a finite loss);
 6. ``finish``: final weights + ``done.json``.
 """
 
@@ -102,6 +104,8 @@ class StageRun:
         self.epoch = 0
         self.resumed_from: int | None = None
         self.last_ckpt: int | None = None
+        #: the last checkpoint's weights have not given a finite loss yet
+        self.unconfirmed = False
         self.metrics: dict[str, float] = {}
         self._orders: dict[int, list[int]] = {}
         self._window: list[float] = []
@@ -164,25 +168,36 @@ class StageRun:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, warmup_cosine(self.total, cfg.warmup_ratio))
 
     def restore(self) -> None:
-        """With ``--resume`` and a checkpoint: everything needed to continue exactly."""
-        if not (self.resume and ckpt.has_checkpoint(self.stage_dir)):
+        """With ``--resume``: everything needed to continue exactly from the newest complete
+        checkpoint (every file checked against its sha256), or a clean start of the stage."""
+        if not self.resume:
             return
-        weights, state = ckpt.load_checkpoint(self.stage_dir)
+        ctx, stage_dir = self.ctx, self.stage_dir
+        ref = ckpt.find_checkpoint(stage_dir)
+        if ref is None:
+            if stage_dir.exists():  # killed before its first checkpoint was complete
+                dropped = ckpt.discard_incomplete(stage_dir) if ctx.rd.writer else []
+                ctx.rd.truncate_metrics(self.stage, 0)
+                ctx.say(f"stage {self.stage}: no complete checkpoint in {stage_dir}"
+                        f"{' (an interrupted save was discarded)' if dropped else ''}; the stage starts from step 0")
+            return
+        weights, state = ckpt.load_checkpoint(stage_dir, ref)
         self.model.load_trainable_state_dict(weights, strict=True)
         self.optim.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(state["rng"])  # rank 0's streams (it writes checkpoints); the others derive theirs
         self.step = self.resumed_from = self.last_ckpt = int(state["step"])
+        self.unconfirmed = True
         if self.ctx.dist.rank:
             seed_everything(dist_utils.rank_seed(self.ctx.config.seed * 1000 + self.stage + 7919 * self.step,
                                                  self.ctx.dist.rank))
         if int(state["total_steps"]) != self.total:
             raise CheckpointError(
-                f"{self.stage_dir}: checkpoint planned {state['total_steps']} steps, this config plans {self.total};"
+                f"{stage_dir}: checkpoint planned {state['total_steps']} steps, this config plans {self.total};"
                 " resume needs the same config"
             )
-        self.ctx.rd.truncate_metrics(self.stage, self.step)
-        self.ctx.say(f"stage {self.stage}: resumed at step {self.step}/{self.total}")
+        ctx.rd.truncate_metrics(self.stage, self.step)
+        ctx.say(f"stage {self.stage}: resumed at step {self.step}/{self.total} from {ref.path}")
 
     def wrap(self) -> torch.nn.Module:
         """The stage step as a module; under torchrun, DDP-wrapped."""
@@ -260,7 +275,11 @@ class StageRun:
                     loss, step_logs = self.runner(hidden, batch)
                 value = float(loss.detach())
                 if dist_utils.any_rank(not math.isfinite(value), ctx.dist, ctx.device):
-                    raise NonFiniteLossError(self.stage, self.step + 1, value, self.last_ckpt)
+                    raise self.non_finite(value, batch)
+                if self.unconfirmed:  # the checkpoint's weights gave a finite loss: older ones can go
+                    if ctx.rd.writer:
+                        ckpt.confirm(self.stage_dir, self.last_ckpt)
+                    self.unconfirmed = False
                 (loss / cfg.grad_accum).backward()
             for k, v in {"loss": value, **step_logs}.items():
                 logs[k] = logs.get(k, 0.0) + v / cfg.grad_accum
@@ -300,13 +319,33 @@ class StageRun:
         return values
 
     def save(self, at_step: int, rng: dict[str, Any]) -> None:
-        """Checkpoint: trainable weights + optimizer, scheduler, RNG and data position."""
+        """Checkpoint: trainable weights + optimizer, scheduler, RNG and data position (the
+        previous one stays until this one's weights give a finite loss)."""
         if self.ctx.rd.writer:
             ckpt.save_checkpoint(self.stage_dir, self.model.trainable_state_dict(self.stage), {
                 "step": at_step, "total_steps": self.total, "stage": self.stage, "optimizer": self.optim.state_dict(),
                 "scheduler": self.sched.state_dict(), "rng": rng,
             })
-        self.last_ckpt = at_step
+        self.last_ckpt, self.unconfirmed = at_step, True
+
+    def non_finite(self, value: float, batch: Sequence[dict[str, Any]]) -> NonFiniteLossError:
+        """The error for a NaN/Inf loss. A checkpoint whose own weights gave it (no finite
+        loss since it was saved) is kept only if they give a finite loss on other items;
+        else it is removed and never named as good."""
+        kept, note = self.last_ckpt, ""
+        if self.unconfirmed and self.last_ckpt == self.step:
+            ids = {it.get("id") for it in batch}
+            other = [it for it in self.items if it.get("id") not in ids][: self.cfg.batch_size]
+            with torch.no_grad(), autocast(self.ctx.device, self.ctx.config.precision):
+                module = StepModule(self.model, self.stage, self.cfg)
+                fine = bool(other) and math.isfinite(float(module(self.provider.features(other), other)[0]))
+            if fine:
+                note = f"its weights give a finite loss on other items: look at items {sorted(map(str, ids))[:8]}"
+            else:
+                left = ckpt.discard(self.stage_dir, self.step) if self.ctx.rd.writer else None
+                kept = left.step if left is not None else None
+                note = f"the checkpoint of step {self.step} gives it on other items too and was removed"
+        return NonFiniteLossError(self.stage, self.step + 1, value, kept, note)
 
     # -- 6 ------------------------------------------------------------------------------------------
 
