@@ -157,10 +157,22 @@ class DataConfig(_Strict):
     synth: SynthConfig = Field(default_factory=SynthConfig)
     num_workers: int = Field(0, ge=0)
     on_bad_row: Literal["error", "skip"] = "error"
+    #: what Stages 2-3 train on: all = every (image, query, annotation) row (the seed);
+    #: first = each (image, query) with its first annotation; sample = one drawn per epoch
+    train_targets: Literal["all", "first", "sample"] = "all"
+    #: true for a configuration that needs real data (the paper-reproduction experiments):
+    #: without ``path`` (``--data DIR``) it is an error instead of the synthetic set
+    required: bool = False
 
 
 class EvalConfig(_Strict):
     metrics: list[str] = Field(default_factory=lambda: ["bleu4", "meteor", "rouge_l", "cider", "spice"])
+    #: grouped: each prediction against all references of its (image, query) (cora-kit);
+    #: paper: each reference row alone with the paper's implementations (cora_kit.eval.protocols)
+    protocol: Literal["grouped", "paper"] = "grouped"
+    #: at the end of each epoch: Stage 1 diagnostics on stage1_val (val_adj_cos ...), Stages
+    #: 2-3 the LM loss on the val split's rows (val_loss), in metrics.jsonl (the seed's val_*)
+    validation: bool = True
     max_new_tokens: int = Field(32, ge=1)
     num_beams: int = Field(1, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -417,9 +429,24 @@ def resolve_config(
         if options:
             _merge(merged, {"model": {kind: {"options": dict(options)}}}, sources, "command line", {})
     try:
-        return CoraConfig.model_validate(merged)
+        config = CoraConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe_error(exc, sources)) from None
+    _check_required_data(config, sources)
+    return config
+
+
+def _check_required_data(config: CoraConfig, sources: Mapping[tuple[str, ...], Source]) -> None:
+    """``data.required`` without ``data.path``: a ConfigError naming ``--data`` and the file
+    and line that asked for real data (the paper-reproduction experiments do)."""
+    if not config.data.required or config.data.path:
+        return
+    file, line = sources.get(("data", "required"), ("configuration", None))
+    where = f"{file}" + (f" line {line}" if line else "")
+    raise ConfigError(
+        f"{where}: data.required: this configuration runs on a real dataset, not the synthetic set;"
+        " pass --data DIR (e.g. a QuIC-360 folder written by 'cora-kit data fetch')"
+    )
 
 
 def read_config_file(path: str | Path) -> CoraConfig:

@@ -96,7 +96,9 @@ class PluginParams(BaseModel):
 
 class ResamplerParams(PluginParams):
     """Parameters every resampler accepts (seed: SigLIP2 1152 -> latent 1024). The
-    pipeline passes ``in_dim`` (the encoder's width) and ``out_dim`` (``model.latent_dim``)."""
+    pipeline passes ``in_dim`` (the encoder's width) and ``out_dim`` (``model.latent_dim``).
+    A resampler that cannot change the width declares ``in_dim`` only (``identity``): it
+    gets no ``out_dim``, and its ``out_dim`` attribute (= ``in_dim``) sizes the latent."""
 
     in_dim: int = 1152
     out_dim: int = 1024

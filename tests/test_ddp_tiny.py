@@ -86,8 +86,11 @@ def test_two_gloo_processes_match_one_process_on_the_tiny_model(tmp_path: Path) 
     _launch(script, one_split, synth, 1, split=True)
     _launch(script, two, synth, 2)
 
-    def rows(root: Path) -> list[dict]:
+    def all_rows(root: Path) -> list[dict]:
         return [json.loads(x) for x in (root / "run" / "metrics.jsonl").read_text().splitlines()]
+
+    def rows(root: Path) -> list[dict]:  # training rows (validation rows have val_* keys only)
+        return [r for r in all_rows(root) if "loss" in r]
 
     def weights(root: Path, k: int) -> dict[str, torch.Tensor]:
         return load_file(str(root / "run" / f"stage{k}" / "model.safetensors"))
@@ -104,13 +107,18 @@ def test_two_gloo_processes_match_one_process_on_the_tiny_model(tmp_path: Path) 
     gap_two = max(abs(b["loss"] - a["loss"]) / abs(a["loss"]) for a, b in zip(r1, r2, strict=True))
     gap_split = max(abs(b["loss"] - a["loss"]) / abs(a["loss"]) for a, b in zip(r1, rs, strict=True))
     assert gap_two <= max(0.03, 1.5 * gap_split), (gap_two, gap_split)
+    v1 = [r for r in all_rows(one) if "val_loss" in r]
+    v2 = [r for r in all_rows(two) if "val_loss" in r]
+    assert [(r["stage"], r["step"]) for r in v1] == [(r["stage"], r["step"]) for r in v2] and v1  # rank 0 validates
+    for a, b in zip(v1, v2, strict=True):
+        assert abs(a["val_loss"] - b["val_loss"]) <= max(0.03 * a["val_loss"], 1e-3)
     assert max_diff(weights(one, 1), weights(two, 1)) < 1e-4  # Stage 1 splits exactly
     for k in (2, 3):
         got, yardstick = max_diff(weights(one, k), weights(two, k)), max_diff(weights(one, k), weights(one_split, k))
         assert got <= 1.5 * yardstick + 1e-3, f"stage {k}: 2 processes differ by {got}, one split process by {yardstick}"
     s1 = json.loads((one / "run" / "scores.json").read_text())
     s2 = json.loads((two / "run" / "scores.json").read_text())
-    assert set(s1) == set(s2) == {"split", "num_items", "panorama", "blank", "shuffled"}
+    assert set(s1) == set(s2) == {"split", "num_items", "protocol", "panorama", "blank", "shuffled"}
     for cond in ("panorama", "blank", "shuffled"):
         for metric in ("bleu4", "cider"):
             assert abs(s1[cond][metric] - s2[cond][metric]) <= 0.05, (cond, metric, s1[cond], s2[cond])

@@ -73,7 +73,8 @@ POINTS = {
                              "stage 1: no complete checkpoint in {out}/stage1 (an interrupted save was discarded);"
                              " the stage starts from step 0"),
     # half a metrics row (the torn last line --resume drops, with a warning)
-    "torn-metrics-row": ("write:metrics.jsonl:9", "stage 2: resumed at step 2/4 from {out}/stage2/checkpoint-00000002"),
+    # (rows: stage 1 steps 1-6 and its validation row, then stage 2 step 1, 2, 3: the 10th write)
+    "torn-metrics-row": ("write:metrics.jsonl:10", "stage 2: resumed at step 2/6 from {out}/stage2/checkpoint-00000002"),
     # stage 1 finished (done.json renamed), diagnostics.json not yet complete
     "after-stage1-done": ("replace:/stage1/done.json:1:after", None),
 }

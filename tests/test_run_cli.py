@@ -64,3 +64,30 @@ def test_run_command_writes_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     # a second run into the same folder must be explicit
     assert main(argv) == 2
     assert main([*argv, "--resume"]) == 0
+
+
+def test_run_protocol_paper_scores_reference_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cora_kit.train.engine as engine
+    from cora_kit.pipeline import CoraModel
+
+    monkeypatch.setattr(CoraModel, "from_config", staticmethod(fake_factory))
+    monkeypatch.setattr(engine, "load_splits", lambda config: make_splits(16, 4, 4))
+    argv = ["run", "--resampler", "mlp", "--loss", "none", "--out", str(tmp_path), "--plain", *FAST,
+            "--protocol", "paper", "--set", "eval.metrics=[bleu4,rouge_l]", "--name", "p"]
+    assert main(argv) == 0
+    scores = json.loads((tmp_path / "p" / "scores.json").read_text())
+    assert scores["protocol"] == "paper" and scores["num_items"] == 4 and scores["num_rows"] == 8
+    assert set(scores["panorama"]) == {"bleu4", "rouge_l", "unavailable"}
+    assert scores["implementations"]["bleu4"].startswith("sacrebleu")
+    assert "eval:\n  metrics:\n  - bleu4\n  - rouge_l\n" in (tmp_path / "p" / "config.yaml").read_text()
+    assert "Scoring protocol `paper`" in (tmp_path / "p" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [(["--protocol", "seed"], "eval.protocol"), (["--protocol", "paper", "--set", "eval.metrics=[bleu1]"], "bleu1")],
+)
+def test_bad_protocol_exits_2_before_writing(argv: list[str], message: str, tmp_path: Path, capsys) -> None:
+    assert main(["run", *argv, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

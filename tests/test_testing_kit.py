@@ -313,7 +313,7 @@ def test_parametrize_checks_marks_one_case_per_check(broken):
 
 def test_small_params_and_overrides():
     spec = T.make_subject("resampler", "identity").spec
-    assert T.small_params(spec) == {"in_dim": 32, "out_dim": 32}
+    assert T.small_params(spec) == {"in_dim": 32}  # keeps its width: no out_dim
     mlp = T.make_subject("resampler", "mlp", {"hidden_dim": 64})
     assert mlp.params == {"in_dim": 32, "out_dim": 48, "hidden_dim": 64}
     assert mlp.make().net[0].out_features == 64

@@ -26,8 +26,10 @@ def _run(tmp_path: Path, loggers: list[str], **extra: Any) -> Path:
     return out
 
 
-def _jsonl(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+def _jsonl(out: Path, validation: bool = False) -> list[dict[str, Any]]:
+    """The training rows of metrics.jsonl (``validation``: the epoch-end validation rows)."""
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if ("loss" in r) != validation]
 
 
 def test_tensorboard_events_read_back_equal_metrics_jsonl(tmp_path: Path) -> None:
@@ -44,6 +46,10 @@ def test_tensorboard_events_read_back_equal_metrics_jsonl(tmp_path: Path) -> Non
         assert [s for s, _ in got] == [s for s, _ in expected]
         assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-6)  # float32 in the file
     assert "stage2/lr" in tags and "stage1/overlap_loss" in tags
+    for r in _jsonl(out, validation=True):  # the epoch-end validation reaches the tracker too
+        key = "val_loss" if "val_loss" in r else "val_adj_cos"
+        (event,) = [e for e in acc.Scalars(f"stage{r['stage']}/{key}") if e.step == r["step"]]
+        assert event.value == pytest.approx(r[key], rel=1e-6)
     scores = json.loads((out / "scores.json").read_text())
     assert acc.Scalars("test/panorama/cider")[0].value == pytest.approx(scores["panorama"]["cider"], rel=1e-6)
     assert "test/blank/cider" in tags

@@ -79,8 +79,10 @@ def test_two_gloo_processes_stay_identical_and_rank0_writes(tmp_path: Path) -> N
     written0 = json.loads((tmp_path / "written0.json").read_text())
     assert any(p.endswith("config.yaml") for p in written0)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    steps = [(r["stage"], r["step"]) for r in rows]
+    steps = [(r["stage"], r["step"]) for r in rows if "loss" in r]  # training rows
     assert len(steps) == len(set(steps))  # one writer: no duplicated rows
+    val = [(r["stage"], r["step"]) for r in rows if "val_loss" in r or "val_adj_cos" in r]
+    assert len(val) == len(set(val)) == 3  # rank 0 validates at each epoch end, once per stage here
     # the effective batch is kept: each rank takes half of every batch of 4 (micro-batch 2),
     # so Stage 1 runs the one-process schedule: 32 images / batch 4 = 8 steps, capped at 6
     assert max(s for st, s in steps if st == 1) == 6

@@ -37,7 +37,9 @@ def test_full_run_writes_every_output(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     for k in (1, 2, 3):
         assert ckpt.is_done(out / f"stage{k}")
-        assert result.stages[k].steps == {1: 6, 2: 4, 3: 4}[k]  # stage 2: 8 batches / accum 2
+        # stages 2-3 train on every annotation: 32 items x 2 references = 16 batches of 4;
+        # stage 2: 8 steps (accum 2) capped at max_steps 6, stage 3: capped at 4
+        assert result.stages[k].steps == {1: 6, 2: 6, 3: 4}[k]
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     refs = [json.loads(x) for x in (out / "references.jsonl").read_text().splitlines()]
     assert [p["id"] for p in preds] == [r["id"] for r in refs] == [f"test-{i}" for i in range(8)]

@@ -131,7 +131,8 @@ class FakeCoraModel(nn.Module):
         return self.llm(z) + z @ self.lora_a @ self.lora_b
 
     def lm_loss(self, latent: torch.Tensor, queries: list[str], answers: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
-        target = torch.tensor([WORDS.index(a.split()[0]) for a in answers], device=latent.device)
+        # the colour word of each answer ("red panorama", or the paraphrase "a red panorama")
+        target = torch.tensor([next(WORDS.index(w) for w in a.split() if w in WORDS) for a in answers], device=latent.device)
         loss = F.cross_entropy(self._logits(latent), target)
         return self._maybe_fail(loss), {"ce": float(loss.detach())}
 

@@ -2,7 +2,7 @@
 
     cora-kit bench --resamplers mlp,bimamba --losses none,densecl --seeds 3 [--preset tiny]
     cora-kit bench --losses vicreg:variant=batchwise,vicreg:variant=pairwise --resamplers bimamba
-    cora-kit bench configs/experiments/paper-resamplers.yaml
+    cora-kit bench configs/experiments/paper-table1.yaml --data data/quic360
     cora-kit bench merge bench/A [bench/B ...] [--out OUT] [--baseline R:L]
     cora-kit bench report bench/NAME          # bench/NAME/report.html (cora_kit.bench.html_report)
 

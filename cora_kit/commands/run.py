@@ -71,6 +71,11 @@ def run(
         None, "--batch-size",
         help="'auto': per stage, the largest micro-batch that fits; the effective batch is kept by accumulation.",
     ),
+    protocol: str = typer.Option(
+        None, "--protocol",
+        help="Scoring of the test split: grouped (default; all references of each (image, query)) or"
+        " paper (each reference row alone, the paper's implementations).",
+    ),
 ) -> None:
     """Train Stage 1-3 and evaluate on the test split; writes runs/<name>/."""
     from cora_kit.config import resolve_config, validate_plugin_choices
@@ -99,6 +104,8 @@ def run(
         extra["data"] = {"path": data}
     if seed is not None:
         extra["seed"] = seed
+    if protocol is not None:
+        extra["eval"] = {"protocol": protocol}
     if batch_size is not None:
         if batch_size != "auto":
             raise ConfigError(

@@ -70,7 +70,8 @@ class ImageItem:
 @dataclass
 class LoadReport:
     """What a load produced: ``items`` (``Sample`` or ``ImageItem``), the number of good
-    rows read, and what was skipped (reason -> count, plus the messages)."""
+    rows read, and what was skipped (reason -> count, the messages, and one record per
+    skipped row: ``{"file", "row", "category", "reason"}``, ``row`` None for a folder's file)."""
 
     source: str
     format: str
@@ -78,6 +79,7 @@ class LoadReport:
     num_rows: int = 0
     skipped: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    skipped_rows: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -112,12 +114,15 @@ class _Policy:
             raise DataError(f"on_bad_row must be 'error' or 'skip'; got '{on_bad_row}'")
         self.mode, self.report = on_bad_row, report
 
-    def bad(self, where: str, err: _BadRow) -> None:
+    def bad(self, where: str, err: _BadRow, row: int | None = None, file: str | None = None) -> None:
         message = f"{where}: {err.reason}"
         if self.mode == "error":
             raise DataError(message)
         self.report.skipped[err.category] += 1
         self.report.problems.append(message)
+        self.report.skipped_rows.append(
+            {"file": file or self.report.source, "row": row, "category": err.category, "reason": err.reason}
+        )
 
 
 def is_url(text: str) -> bool:
@@ -309,7 +314,7 @@ def load_split(
                     raise _BadRow("duplicate row", f"duplicate of row {seen[key]}")
                 image = images(url)
             except _BadRow as err:
-                policy.bad(where, err)
+                policy.bad(where, err, row=row)
                 continue
             seen[key] = row
             report.num_rows += 1
@@ -367,7 +372,7 @@ def load_images(
                     raise _BadRow("empty url", "empty 'url'")
                 image = str(images(url))
             except _BadRow as err:
-                policy.bad(f"{path}: row {row}", err)
+                policy.bad(f"{path}: row {row}", err, row=row)
                 continue
             report.num_rows += 1
             if image not in seen:  # captioning CSVs list an image once per reference
@@ -386,7 +391,7 @@ def _load_image_folder(folder: Path, on_bad_row: str) -> LoadReport:
         try:
             check_image(f)
         except _BadRow as err:
-            policy.bad(str(f), err)
+            policy.bad(str(f), err, file=str(f))
             continue
         report.num_rows += 1
         report.items.append(ImageItem(id=f.stem, image_path=str(f)))

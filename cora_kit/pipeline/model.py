@@ -273,7 +273,8 @@ class CoraModel(FreezeSchedule):
         if self.gradient_checkpointing:
             out["gradient_checkpointing"] = dict(self.gradient_checkpointing)
         out["layout"] = {"name": self.layout.name, "views": self.layout.num_views, "grid": list(self.grid),
-                         "latent_grid": list(self.latent_grid), "vision_tokens": self.projector.num_tokens}
+                         "latent_grid": list(self.latent_grid), "latent_dim": self.projector.latent_dim,
+                         "vision_tokens": self.projector.num_tokens}
         return out
 
 

@@ -41,6 +41,8 @@ class StageResult:
     seconds: float
     resumed_from: int | None = None
     skipped: bool = False
+    #: the validation metrics at the end of the stage's last epoch (val_loss, val_adj_cos, ...)
+    validation: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,6 +54,12 @@ class RunResult:
     seconds: float = 0.0
     #: ``encoder_image_passes`` (images through the frozen encoder prefix) and ``cache_hits``
     cache_stats: dict[str, int] = field(default_factory=dict)
+    #: data-report.json: rows read, items and skipped rows per split
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+#: ``validate(stage, epoch)`` -> metrics logged at an epoch end (``val_loss``, ``val_adj_cos`` ...)
+Validator = Callable[[int, int], dict[str, float]]
 
 
 @dataclass
@@ -83,4 +91,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-__all__ = ["NonFiniteLossError", "RunContext", "RunResult", "StageResult", "StepCallback", "autocast", "seed_everything"]
+__all__ = [
+    "NonFiniteLossError", "RunContext", "RunResult", "StageResult", "StepCallback", "Validator", "autocast", "seed_everything",
+]

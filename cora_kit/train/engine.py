@@ -3,9 +3,11 @@
 One function drives ``cora-kit run``, torchrun/DDP processes and the ablation grid
 (``feature_cache_dir`` shared between cells): set up the run folder and the device, build the
 model (``model_factory``: the engine sits below the pipeline and never imports it), load the
-earlier stages' weights, then per stage Stage-1 diagnostics around ``StageRun``
-(``stage_run.py``: schedule, feature cache, AdamW with warmup + cosine, accumulation,
-clipping, resumable checkpoints), and last the test-split evaluation and ``summary.md``.
+splits (``data-report.json``: what was read and every skipped row) and the earlier stages'
+weights, then per stage Stage-1 diagnostics around ``StageRun`` (``stage_run.py``: schedule,
+feature cache, AdamW with warmup + cosine, accumulation, clipping, validation at each epoch
+end, resumable checkpoints), and last the test-split evaluation and ``summary.md``. Stages
+2-3 train on ``training_items`` (``data.train_targets``: every annotation row by default).
 Checkpoints hold trainable weights only (safetensors) plus a weights-only resume state;
 Ctrl-C saves one before leaving, a non-finite loss stops the stage and keeps the last good
 one. The run holds ``run.lock`` of its folder throughout (``lock.py``), and a kill at any
@@ -15,9 +17,11 @@ moment leaves a folder ``--resume`` completes exactly (``checkpoint.py``, ``run_
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cora_kit.config import CoraConfig, to_yaml
 from cora_kit.device import resolve_device
@@ -25,8 +29,16 @@ from cora_kit.errors import CheckpointError, CoraKitError
 from cora_kit.train import checkpoint as ckpt
 from cora_kit.train import distributed as dist_utils
 from cora_kit.train import report
-from cora_kit.train.context import NonFiniteLossError, RunContext, RunResult, StageResult, StepCallback, seed_everything
-from cora_kit.train.data import Splits, load_splits
+from cora_kit.train.context import (
+    NonFiniteLossError,
+    RunContext,
+    RunResult,
+    StageResult,
+    StepCallback,
+    Validator,
+    seed_everything,
+)
+from cora_kit.train.data import Splits, annotation_rows, data_report, load_splits, skipped_line, training_items
 from cora_kit.train.lock import one_writer
 from cora_kit.train.protocol import CoraModelLike, ModelFactory
 from cora_kit.train.run_dir import RunDir
@@ -112,9 +124,51 @@ def _diagnostics_before(ctx: RunContext, model: CoraModelLike, stages: list[int]
     return before
 
 
+DATA_REPORT = "data-report.json"
+
+
+def _record_data(ctx: RunContext, splits: Splits, train_items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``data-report.json``; skipped rows are also printed (stderr), whatever the progress setting."""
+    data = data_report(splits, ctx.config, training=len(train_items))
+    ctx.rd.write_json(ctx.rd.root / DATA_REPORT, data)
+    line = skipped_line(data)
+    if line and ctx.dist.is_main:
+        print(f"data: {line}; every one is listed in {ctx.rd.root / DATA_REPORT}", file=sys.stderr)
+    return data
+
+
+def _validators(ctx: RunContext, model: CoraModelLike, splits: Splits) -> tuple[dict[int, Validator], dict[str, Any]]:
+    """Per stage, what runs at the end of each epoch (``eval.validation``): Stage 1 the seed's
+    diagnostics on stage1_val (logged as ``val_adj_cos`` ...), Stages 2-3 the LM loss on every
+    (image, query, annotation) row of the val split (``val_loss``). Also returns the dict the
+    last Stage-1 diagnostics are kept in (diagnostics.json's ``after``)."""
+    last: dict[str, Any] = {}
+    if not ctx.config.eval.validation:
+        return {}, last
+    val_rows = annotation_rows(splits.val)
+
+    def stage1(stage: int, epoch: int) -> dict[str, float]:
+        diag = report.stage1_diagnostics(model, splits.stage1_val, ctx)
+        last.clear()
+        last.update(diag)
+        return {f"val_{k}": float(v) for k, v in diag.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "num_images"}
+
+    def lm(stage: int, epoch: int) -> dict[str, float]:
+        return report.validation_loss(model, val_rows, ctx, stage)
+
+    out: dict[int, Validator] = {}
+    if splits.stage1_val:
+        out[1] = stage1
+    if val_rows:
+        out[2] = out[3] = lm
+    return out, last
+
+
 def _train_stages(ctx: RunContext, model: CoraModelLike, stages: list[int], splits: Splits, resume: bool,
-                  result: RunResult) -> None:
+                  result: RunResult, train_items: Sequence[dict[str, Any]]) -> None:
     """Every enabled stage in order; finished ones are skipped on resume (weights loaded)."""
+    validators, last_diagnostics = _validators(ctx, model, splits)
     diag_before = _diagnostics_before(ctx, model, stages, splits, resume)
     for stage in stages:
         if not getattr(ctx.config.stages, f"stage{stage}").enabled:
@@ -128,11 +182,12 @@ def _train_stages(ctx: RunContext, model: CoraModelLike, stages: list[int], spli
             model.load_trainable_state_dict(ckpt.load_final(stage_dir), strict=True)
             result.stages[stage] = StageResult(stage, 0, {}, {}, 0.0, skipped=True)
         else:
-            items = splits.stage1_train if stage == 1 else splits.train
-            result.stages[stage] = StageRun(ctx, model, stage, items, resume).run()
+            items = splits.stage1_train if stage == 1 else train_items
+            result.stages[stage] = StageRun(ctx, model, stage, items, resume, validators.get(stage)).run()
         if stage == 1 and diag_before is not None and (trained or _recorded_diagnostics(ctx.rd).get("after") is None):
-            # (rank 0) after a kill between done.json and diagnostics.json, the finished stage is measured now
-            after = report.stage1_diagnostics(model, splits.stage1_val, ctx)
+            # (rank 0) a stage trained here was measured by its last epoch's validation; after a kill
+            # between done.json and diagnostics.json, the finished stage is measured now
+            after = (dict(last_diagnostics) if trained else {}) or report.stage1_diagnostics(model, splits.stage1_val, ctx)
             result.diagnostics = {"split": "stage1_val", "before": diag_before, "after": after}
             ctx.rd.write_json(ctx.rd.diagnostics, result.diagnostics)
     if result.diagnostics is None and ctx.rd.diagnostics.is_file():
@@ -169,6 +224,10 @@ def run(
     wanted = sorted(set(int(s) for s in stages))
     if not wanted or any(s not in STEP_FNS for s in wanted):
         raise CoraKitError(f"stages must be a subset of 1,2,3; got {wanted}")
+    if config.eval.protocol == "paper":  # before hours of training: the columns exist
+        from cora_kit.eval.protocols import paper_columns
+
+        paper_columns(config.eval.metrics)
     check_available(config.logging.loggers)  # every rank, before anything is written
     info = dist_utils.setup(resolve_device(config.device).type, config.distributed.timeout_s)
     try:
@@ -194,9 +253,10 @@ def _train_and_evaluate(ctx: RunContext, config: CoraConfig, out_dir: str | Path
     seed_everything(config.seed)
     model = model_factory(config, ctx.device)
     splits = splits if splits is not None else load_splits(config)
+    train_items = training_items(splits.train, config.data.train_targets, config.seed)
+    result = RunResult(Path(out_dir), data=_record_data(ctx, splits, train_items))
     _record_model(ctx, model, wanted[0], from_run)
-    result = RunResult(Path(out_dir))
-    _train_stages(ctx, model, wanted, splits, resume, result)
+    _train_stages(ctx, model, wanted, splits, resume, result, train_items)
     if evaluate and max(wanted) >= 2:
         result.scores = report.evaluate_test(model, splits, ctx)
     dist_utils.barrier(ctx.dist)

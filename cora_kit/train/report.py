@@ -1,4 +1,5 @@
-"""After training: Stage-1 diagnostics, test-split captions and scores, ``summary.md``.
+"""Validation and evaluation: Stage-1 diagnostics, the val LM loss, test-split captions and
+scores, ``summary.md``.
 
 Learning is checked against two controls fed through the same trained model: every
 panorama replaced by a blank (black) ERP, and panoramas shuffled across items (a
@@ -55,6 +56,29 @@ def stage1_diagnostics(model: CoraModelLike, items: Sequence[dict[str, Any]], ct
         model.train(was_training)
     result = diagnose(torch.cat(heads), corr, model.latent_grid, resampler_features=torch.cat(lats))
     return {**result.to_dict(), "num_images": len(items)}
+
+
+@torch.no_grad()
+def validation_loss(model: CoraModelLike, items: Sequence[dict[str, Any]], ctx: RunContext, stage: int) -> dict[str, float]:
+    """The seed's ``val_loss``: LM cross-entropy of ``items`` (val rows, each with its
+    ``answer``) under the current weights, averaged over answer tokens, in eval mode.
+    Returns ``{"val_loss", "val_items"}``; the training RNG is left untouched."""
+    provider = FeatureProvider(model, stage, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size,
+                               stats=ctx.cache_stats, dtype=ctx.config.feature_cache.dtype)
+    total, tokens = 0.0, 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[ctx.device.index or 0] if ctx.device.type == "cuda" else []):
+            for batch in _batches(items, ctx.config.eval.batch_size):
+                latent = model.resample(model.encode_trainable(provider.features(batch), stage))
+                loss, logs = model.lm_loss(latent, [i["query"] for i in batch], [i["answer"] for i in batch])
+                n = float(logs.get("answer_tokens", len(batch)))
+                total += float(loss) * n
+                tokens += n
+    finally:
+        model.train(was_training)
+    return {"val_loss": total / max(tokens, 1.0), "val_items": float(len(items))}
 
 
 def _derangement(n: int, seed: int) -> list[int]:
@@ -123,23 +147,35 @@ def predict(
     return {i["id"]: merged[i["id"]] for i in items}
 
 
-def score(predictions: dict[str, str], references: dict[str, list[str]], metrics: Sequence[str]) -> dict[str, Any]:
-    from cora_kit.eval.scoring import score as score_fn
+def score(
+    predictions: dict[str, str], references: dict[str, list[str]], metrics: Sequence[str], protocol: str = "grouped"
+) -> dict[str, Any]:
+    """``score_protocol`` output (see ``cora_kit.eval.protocols``)."""
+    from cora_kit.eval.protocols import score_protocol
 
-    return score_fn(predictions, references, list(metrics)).to_json()
+    return score_protocol(predictions, references, protocol, list(metrics))
+
+
+#: keys of a ``score_protocol`` result that describe the scoring, not a metric
+_SCORING_KEYS = ("protocol", "num_items", "num_rows", "implementations")
 
 
 def evaluate_test(model: CoraModelLike, splits: Any, ctx: RunContext) -> dict[str, Any] | None:
     """predictions.jsonl, references.jsonl and scores.json on the test split: the trained
     model and the controls of ``eval.controls``. Every rank captions its shard (``predict``);
-    rank 0 scores and writes, and returns the scores (None elsewhere)."""
+    rank 0 scores and writes, and returns the scores (None elsewhere).
+
+    scores.json: ``{"split", "num_items", "protocol" (grouped | paper), ["num_rows",
+    "implementations"], <condition>: {metric: value, "unavailable": {...}}}``.
+    """
     items = list(splits.test)
     rd = ctx.rd
     if not items:
         return None
     refs = {i["id"]: list(i["references"]) for i in items}
     rd.write_jsonl(rd.references, [{"id": k, "references": v} for k, v in refs.items()])
-    scores: dict[str, Any] = {"split": "test", "num_items": len(items)}
+    protocol = ctx.config.eval.protocol
+    scores: dict[str, Any] = {"split": "test", "num_items": len(items), "protocol": protocol}
     for cond in ("panorama", *ctx.config.eval.controls):
         preds = predict(model, items, ctx, cond)
         if preds is None:  # not rank 0: its shard went to rank 0
@@ -148,7 +184,11 @@ def evaluate_test(model: CoraModelLike, splits: Any, ctx: RunContext) -> dict[st
             rd.write_jsonl(rd.predictions, [{"id": k, "prediction": v} for k, v in preds.items()])
         else:
             rd.write_jsonl(rd.root / f"predictions_{cond}.jsonl", [{"id": k, "prediction": v} for k, v in preds.items()])
-        scores[cond] = score(preds, refs, ctx.config.eval.metrics)
+        result = score(preds, refs, ctx.config.eval.metrics, protocol)
+        for key in ("num_rows", "implementations"):
+            if key in result:
+                scores[key] = result[key]
+        scores[cond] = {k: v for k, v in result.items() if k not in _SCORING_KEYS}
     if not ctx.dist.is_main:
         return None
     rd.write_json(rd.scores, scores)
@@ -170,13 +210,16 @@ def write_summary(rd: Any, config: Any, result: Any, splits: Any, plugins: dict[
         f"# Run {rd.root.name}", "",
         f"resampler `{m.resampler.name}`, loss `{m.loss.name}`, preset `{config.preset}`, seed {config.seed},"
         f" data `{splits.source}`; total {result.seconds:.0f} s.", "",
-        "## Stages", "", "| stage | steps | final loss | trainable params | seconds |", "|---|---:|---:|---:|---:|",
+        *_data_lines(getattr(result, "data", None)),
+        "## Stages", "", "| stage | steps | final loss | validation (last epoch) | trainable params | seconds |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for k, s in sorted(result.stages.items()):
         if s.skipped:
-            lines.append(f"| {k} | (done earlier) | | | |")
+            lines.append(f"| {k} | (done earlier) | | | | |")
         else:
-            lines.append(f"| {k} | {s.steps} | {_fmt(s.metrics.get('loss'))} | {sum(s.trainable.values()):,} | {s.seconds:.0f} |")
+            val = _validation_cell(getattr(s, "validation", {}) or {})
+            lines.append(f"| {k} | {s.steps} | {_fmt(s.metrics.get('loss'))} | {val} | {sum(s.trainable.values()):,} | {s.seconds:.0f} |")
     d = result.diagnostics
     if d:
         lines += ["", f"## Stage-1 diagnostics ({d.get('split')})", "", "| metric | before | after |", "|---|---:|---:|"]
@@ -190,7 +233,8 @@ def write_summary(rd: Any, config: Any, result: Any, splits: Any, plugins: dict[
     if sc:
         conds = [c for c in CONDITIONS if c in sc]
         metric_keys = [k for k in sc["panorama"] if k != "unavailable"]
-        lines += ["", f"## Test split ({sc['num_items']} items)", "",
+        rows = f", {sc['num_rows']} reference rows" if "num_rows" in sc else ""
+        lines += ["", f"## Test split ({sc['num_items']} items{rows})", "", _protocol_line(sc), "",
                   "| metric | " + " | ".join(CONDITION_LABELS[c] for c in conds) + " |",
                   "|---|" + "---:|" * len(conds)]
         for key in metric_keys:
@@ -209,6 +253,47 @@ def write_summary(rd: Any, config: Any, result: Any, splits: Any, plugins: dict[
         lines += ["", "## Test split", ""] + [f"- {n}" for n in splits.notes]
     lines += ["", "## Plugins", "", "```", _plugins_text(plugins), "```", ""]
     rd.write_text(rd.summary, "\n".join(lines))
+
+
+def _validation_cell(values: dict[str, float]) -> str:
+    if "val_loss" in values:
+        return f"val_loss {values['val_loss']:.4f}"
+    if "val_adj_cos" in values:
+        return f"val_adj_cos {values['val_adj_cos']:.4f}"
+    return "n/a"
+
+
+def _data_lines(data: dict[str, Any] | None) -> list[str]:
+    """``## Data``: rows read, items and skipped rows per split (from data-report.json)."""
+    if not data:
+        return []
+    lines = ["## Data", ""]
+    if data["splits"]:
+        lines += ["| split | file | rows read | items | skipped rows |", "|---|---|---:|---:|---:|"]
+    for name, v in data["splits"].items():
+        why = ", ".join(f"{n} {r}" for r, n in v["skipped_by_reason"].items())
+        lines.append(f"| {name} | `{v['file']}` | {v['rows_read']} | {v['items']} | {v['skipped']}"
+                     + (f" ({why})" if why else "") + " |")
+    targets = {"all": "every (image, query, annotation) row", "first": "the first annotation of each (image, query)",
+               "sample": "one annotation per (image, query), drawn each epoch"}[data["train_targets"]]
+    if data["splits"]:
+        lines.append("")
+    lines.append(f"Stages 2-3 train on {data['training_items_stage2_3']} items: {targets}"
+                 f" (`data.train_targets: {data['train_targets']}`).")
+    if data["skipped_total"]:
+        lines.append(f"**{data['skipped_total']} rows were skipped** (`data.on_bad_row: skip`); each is listed"
+                     " with its file, row and reason in `data-report.json`.")
+    else:
+        lines.append(f"No row was skipped (`data.on_bad_row: {data['on_bad_row']}`).")
+    return lines + [""]
+
+
+def _protocol_line(scores: dict[str, Any]) -> str:
+    protocol = scores.get("protocol", "grouped")
+    if protocol == "grouped":
+        return "Scoring protocol `grouped`: each prediction against all references of its (image, query)."
+    impl = "; ".join(f"{k}: {v}" for k, v in scores.get("implementations", {}).items())
+    return f"Scoring protocol `{protocol}`: each reference row alone, with the paper's implementations ({impl})."
 
 
 def _plugins_text(plugins: dict[str, Any]) -> str:

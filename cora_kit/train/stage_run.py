@@ -9,9 +9,9 @@
    interrupted first save left is removed, its metric rows dropped);
 4. ``wrap``: the step function as one module (DDP all-reduces its gradients);
 5. ``loop``: optimizer steps of ``grad_accum`` micro-batches (``accumulate``), clipping,
-   logging, periodic checkpoints (``save``); Ctrl-C saves one before leaving, a non-finite
-   loss stops the stage and keeps the last good one (``non_finite``: a checkpoint is good
-   once its weights gave a finite loss);
+   logging, validation at each epoch end (``validate``), periodic checkpoints (``save``);
+   Ctrl-C saves one before leaving, a non-finite loss stops the stage and keeps the last good
+   one (``non_finite``: a checkpoint is good once its weights gave a finite loss);
 6. ``finish``: final weights + ``done.json``.
 """
 
@@ -29,7 +29,8 @@ from cora_kit.config import StageConfig, to_yaml
 from cora_kit.errors import CheckpointError, CoraKitError
 from cora_kit.train import checkpoint as ckpt
 from cora_kit.train import distributed as dist_utils
-from cora_kit.train.context import NonFiniteLossError, RunContext, StageResult, autocast, seed_everything
+from cora_kit.train.context import NonFiniteLossError, RunContext, StageResult, Validator, autocast, seed_everything
+from cora_kit.train.data import epoch_items
 from cora_kit.train.progress import StageProgress
 from cora_kit.train.protocol import CoraModelLike
 from cora_kit.train.stages import STEP_FNS, FeatureProvider, epoch_order, plan_steps, stage1_views, warmup_cosine
@@ -91,8 +92,12 @@ def auto_batch(ctx: RunContext, model: CoraModelLike, stage: int, cfg: StageConf
 class StageRun:
     """Train one stage of ``model`` on ``items`` (see the module docstring for the steps)."""
 
-    def __init__(self, ctx: RunContext, model: CoraModelLike, stage: int, items: Sequence[dict[str, Any]], resume: bool) -> None:
+    def __init__(self, ctx: RunContext, model: CoraModelLike, stage: int, items: Sequence[dict[str, Any]], resume: bool,
+                 validator: Validator | None = None) -> None:
         self.ctx, self.model, self.stage, self.items, self.resume = ctx, model, stage, items, resume
+        self.validator = validator
+        self.validation: dict[str, float] = {}
+        self._epoch_items: Sequence[dict[str, Any]] = items
         self.cfg: StageConfig = getattr(ctx.config.stages, f"stage{stage}")
         self.stage_dir = ctx.rd.stage(stage)
         self.step = 0
@@ -259,7 +264,9 @@ class StageRun:
                 self._orders[self.epoch] = epoch_order(
                     len(self.items), ctx.config.seed, self.stage, self.epoch, ctx.dist.rank, ctx.dist.world_size
                 )
-            batch = [self.items[i] for i in self._orders[self.epoch][idx * cfg.batch_size : (idx + 1) * cfg.batch_size]]
+                self._epoch_items = epoch_items(self.items, self.stage, self.epoch)  # train_targets: sample
+            order = self._orders[self.epoch][idx * cfg.batch_size : (idx + 1) * cfg.batch_size]
+            batch = [self._epoch_items[i] for i in order]
             hidden = self.provider.features(batch)
             sync = a == cfg.grad_accum - 1 or not ctx.dist.enabled
             # DDP all-reduces gradients only on the last micro-batch of a step
@@ -288,11 +295,28 @@ class StageRun:
             ctx.rd.log_metrics(row)
             ctx.trackers.log(row)
         if (step * cfg.grad_accum) % self.micro < cfg.grad_accum or step == self.total:
-            bar.epoch_end(self.epoch, step, {"loss": self.metrics["loss"], "lr": lr})
+            self.validation = self.validate()
+            shown = {k: v for k, v in self.validation.items() if k in ("val_loss", "val_adj_cos")}
+            bar.epoch_end(self.epoch, step, {"loss": self.metrics["loss"], "lr": lr, **shown})
         if step % cfg.checkpoint_every == 0 and step < self.total:
             self.save(step, ckpt.rng_state())
         if ctx.on_step is not None:
             ctx.on_step(self.stage, step, self.metrics)
+
+    def validate(self) -> dict[str, float]:
+        """End of an epoch: the validator's metrics (rank 0 computes and logs them to
+        metrics.jsonl and the trackers; every rank waits), ``{}`` without a validator."""
+        if self.validator is None:
+            return {}
+        values: dict[str, float] = {}
+        if self.ctx.dist.is_main:
+            with autocast(self.ctx.device, self.ctx.config.precision):
+                values = self.validator(self.stage, self.epoch)
+            row = {"stage": self.stage, "step": self.step, "epoch": self.epoch, **values}
+            self.ctx.rd.log_metrics(row)
+            self.ctx.trackers.log(row)
+        dist_utils.barrier(self.ctx.dist)
+        return values
 
     def save(self, at_step: int, rng: dict[str, Any]) -> None:
         """Checkpoint: trainable weights + optimizer, scheduler, RNG and data position (the
@@ -332,7 +356,8 @@ class StageRun:
             ckpt.mark_done(self.stage_dir, self.model.trainable_state_dict(self.stage), info)
         dist_utils.barrier(self.ctx.dist)
         self.ctx.say(f"stage {self.stage}: done, {self.step} steps in {seconds:.0f}s, loss {self.metrics.get('loss', float('nan')):.4f}")
-        return StageResult(self.stage, self.step, self.metrics, trainable, seconds, self.resumed_from)
+        return StageResult(self.stage, self.step, self.metrics, trainable, seconds, self.resumed_from,
+                           validation=self.validation)
 
 
 __all__ = ["StageRun", "StepModule", "auto_batch"]

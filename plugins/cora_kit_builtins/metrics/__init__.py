@@ -2,7 +2,7 @@
 
 COCO-standard (pycocoevalcap, PTB-tokenised once for all of them by
 ``cora_kit.eval.scoring``): ``bleu4``, ``meteor``, ``rouge-l``, ``cider``, ``spice``;
-plus ``sacrebleu`` and ``meteor-nltk``. Score keys use underscores (``rouge_l``,
+plus the CORA paper's implementations ``sacrebleu``, ``meteor-nltk`` and ``rouge-score``. Score keys use underscores (``rouge_l``,
 ``meteor_nltk``), which are also accepted as names.
 """
 
@@ -39,10 +39,16 @@ def _wordnet_backend() -> str:
     return "nltk" if wordnet_unavailable_reason() is None else "nltk, WordNet missing"
 
 
+def _rouge_score_backend() -> str:
+    from cora_kit_builtins.metrics.rouge_score_metric import rouge_score_unavailable_reason
+
+    return "rouge-score" if rouge_score_unavailable_reason() is None else "rouge-score (missing)"
+
+
 @hookimpl
 def register_metrics(register: RegisterCallback) -> None:
     """Register the built-in metrics."""
-    from cora_kit_builtins.metrics import coco, meteor, meteor_nltk, sacrebleu_metric, spice
+    from cora_kit_builtins.metrics import coco, meteor, meteor_nltk, rouge_score_metric, sacrebleu_metric, spice
 
     register(
         "bleu4",
@@ -95,4 +101,12 @@ def register_metrics(register: RegisterCallback) -> None:
         aliases=("meteor_nltk",),
         backend=_wordnet_backend,
         description="METEOR by NLTK (needs the WordNet corpus; see 'eval setup-wordnet')",
+    )
+    register(
+        "rouge-score",
+        rouge_score_metric.RougeScore,
+        aliases=("rouge_score",),
+        params=rouge_score_metric.RougeScoreParams,
+        backend=_rouge_score_backend,
+        description="ROUGE-L F by Google's rouge-score (Porter stemmer), the paper's ROUGE-L",
     )

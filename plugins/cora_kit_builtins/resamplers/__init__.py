@@ -20,7 +20,7 @@ def _bimamba_backend() -> str:
 
 #: (name, module, class, params class, aliases, description); ``backend`` is "torch" except bimamba
 BUILTINS: tuple[tuple[str, str, str, str, tuple[str, ...], str], ...] = (
-    ("identity", "identity", "IdentityResampler", "IdentityParams", (), "keeps tokens unchanged (in_dim == out_dim)"),
+    ("identity", "identity", "IdentityResampler", "IdentityParams", (), "keeps tokens unchanged; the latent width is the encoder's"),
     ("mlp", "mlp", "MLPResampler", "MLPParams", (), "LLaVA-style 3-layer MLP with LayerNorm (seed comparison)"),
     ("bimamba", "bimamba", "BiMambaResampler", "BiMambaParams", (),
      "bidirectional Mamba SSM over each view's tokens (seed default)"),
@@ -35,7 +35,7 @@ BUILTINS: tuple[tuple[str, str, str, str, tuple[str, ...], str], ...] = (
     ("spatial-pool", "pooling", "SpatialPoolResampler", "SpatialPoolParams", ("spatialpool",),
      "adaptive average pool to a fixed grid then an MLP"),
     ("masked-drop", "masked_drop", "MaskedDropResampler", "MaskedDropParams", ("maskeddrop",),
-     "random token drop at train time only, then an MLP"),
+     "an MLP, then a random share of tokens masked at train time only (the grid is kept)"),
 )
 
 
