@@ -5,18 +5,20 @@
 
 On one CUDA device, with the same weights and input ([18, 256, 1152] -> bimamba at the
 seed config), compares the two backends' outputs and gradients (max abs error) and
-times forward+backward of each. Then runs ``cora_kit.pipeline.paper_stage2_step()``
-when that function exists (a paper-preset Stage-2 step timing, provided elsewhere),
-else records why it was skipped. An internal time guard skips what would not fit in
-``--budget-s``. Without CUDA or mamba-ssm it says so and exits 0; the last line is
-always one JSON object with "bench": "gpu_check".
+times forward+backward of each. Whole-model step times, memory and FLOP utilisation of
+the paper preset are ``benchmarks/gpu_paper.py``'s job. An internal time guard skips
+what would not fit in ``--budget-s``. Without CUDA or mamba-ssm it says so and exits 0;
+an error in the check prints its traceback, is recorded in the JSON and exits 1. The
+last line is always one JSON object with "bench": "gpu_check".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+import traceback
 from typing import Any
 
 
@@ -94,25 +96,7 @@ def check_backends(n: int, deadline: float, result: dict[str, Any]) -> None:
     result["worst_param_rel_err"] = worst_rel
 
 
-def stage2_step(deadline: float, result: dict[str, Any]) -> None:
-    """Hook: ``cora_kit.pipeline.paper_stage2_step()`` -> dict of timings, if it exists."""
-    try:
-        from cora_kit.pipeline import paper_stage2_step  # type: ignore[attr-defined]
-    except Exception as exc:  # module or function not there yet
-        result["stage2_skipped"] = f"cora_kit.pipeline.paper_stage2_step unavailable: {type(exc).__name__}: {exc}"
-        return
-    if time.perf_counter() > deadline:
-        result["stage2_skipped"] = "time guard reached before the Stage-2 step"
-        return
-    try:
-        out = paper_stage2_step()
-    except Exception as exc:
-        result["stage2_error"] = f"{type(exc).__name__}: {exc}"
-        return
-    result["stage2"] = out if isinstance(out, dict) else {"value": out}
-
-
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget-s", type=float, default=420.0, help="internal time guard (seconds)")
     ap.add_argument("--views", type=int, default=18, help="N of the [N, 256, 1152] input")
@@ -137,9 +121,9 @@ def main() -> None:
             try:
                 check_backends(args.views, deadline - 60, result)
                 result["status"] = "ok"
-            except Exception as exc:
+            except Exception as exc:  # loud: traceback, recorded, exit status 1
+                traceback.print_exc()
                 result["status"] = f"error: {type(exc).__name__}: {exc}"
-        stage2_step(deadline, result)
     result["wall_s"] = round(time.perf_counter() - start, 1)
     print(f"gpu_check on {result.get('device', 'no CUDA device')}: {result['status']}")
     rows = [
@@ -158,11 +142,11 @@ def main() -> None:
         else:
             val = result.get(key, "-")
         print(f"  {label:<42}{val}")
-    for key in ("torch_skipped", "stage2_skipped", "stage2_error"):
-        if key in result:
-            print(f"  {key}: {result[key]}")
+    if "torch_skipped" in result:
+        print(f"  torch_skipped: {result['torch_skipped']}")
     print(json.dumps(result))
+    return 1 if str(result["status"]).startswith("error") else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,6 +4,7 @@ Public API::
 
     cora_kit.list_plugins(kind=None) -> list[PluginInfo]
     cora_kit.create(kind, name, **params)
+    cora_kit.Captioner.from_run(path) / .from_export(path) -> .caption(images, queries)
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0+unknown"
 
 
+def __getattr__(name: str) -> Any:
+    """``cora_kit.Captioner`` (and ``CaptionResult``), imported on first use (PEP 562): the
+    serving layer sits above this package's own modules and loads torch models."""
+    if name in ("Captioner", "CaptionResult"):
+        from cora_kit.serving import captioner
+
+        return getattr(captioner, name)
+    raise AttributeError(f"module 'cora_kit' has no attribute {name!r}")
+
+
 def list_plugins(kind: str | None = None, pattern: str | None = None) -> list[PluginInfo]:
     """Every registered plugin (of one kind), sorted by kind then name.
 
@@ -50,6 +61,8 @@ __all__ = [
     "KINDS",
     "PROJECT_NAME",
     "BackendUnavailableError",
+    "CaptionResult",
+    "Captioner",
     "CheckpointError",
     "ConfigError",
     "CoraKitError",

@@ -1,23 +1,27 @@
 """Pipeline + training configuration: pydantic schema, presets, YAML, overrides.
 
 Precedence: schema defaults (the seed design, i.e. the paper) < preset YAML
-(``configs/<preset>.yaml``) < ``--config file.yaml`` < CLI overrides (``key.path=value``).
-Unknown keys and bad values are ``ConfigError``s naming the key, and the file and line
-that set it where there is one.
+(``configs/<preset>.yaml``) < ``--config file.yaml`` < other layers (an experiment file's
+``config:``) < typed CLI flags < ``--set key.path=value`` < plugin option flags
+(``--resampler-opt``; parsed in ``cora_kit.plugin_options``). Unknown keys and bad values
+are ``ConfigError``s naming the key, and the file and line that set it where there is one.
+Over 400 lines: the schema, its YAML reader and its layering are one job, read together.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cora_kit.errors import ConfigError
+from cora_kit.plugin_options import same_plugin, validate_plugin_choices, yaml_value
 
 DEFAULT_PRESET = "tiny"
 
@@ -93,6 +97,10 @@ class ModelConfig(_Strict):
     overlap_head: OverlapHeadConfig = Field(default_factory=OverlapHeadConfig)
     projector: ProjectorConfig = Field(default_factory=ProjectorConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    #: recompute activations in backward instead of keeping them: the encoder's and the
+    #: LLM's layers (their transformers switch) and the resampler's layer stack
+    #: (torch.utils.checkpoint). Same gradients, less memory, ~1/3 more compute.
+    gradient_checkpointing: bool = False
 
 
 class StageConfig(_Strict):
@@ -155,18 +163,78 @@ class DataConfig(_Strict):
     synth: SynthConfig = Field(default_factory=SynthConfig)
     num_workers: int = Field(0, ge=0)
     on_bad_row: Literal["error", "skip"] = "error"
+    #: what Stages 2-3 train on: all = every (image, query, annotation) row (the seed);
+    #: first = each (image, query) with its first annotation; sample = one drawn per epoch
+    train_targets: Literal["all", "first", "sample"] = "all"
+    #: true for a configuration that needs real data (the paper-reproduction experiments):
+    #: without ``path`` (``--data DIR``) it is an error instead of the synthetic set
+    required: bool = False
 
 
 class EvalConfig(_Strict):
     metrics: list[str] = Field(
         default_factory=lambda: ["bleu4", "meteor", "rouge_l", "cider", "spice", "exact-match"]
     )
+    #: grouped: each prediction against all references of its (image, query) (cora-kit);
+    #: paper: each reference row alone with the paper's implementations (cora_kit.eval.protocols)
+    protocol: Literal["grouped", "paper"] = "grouped"
+    #: at the end of each epoch: Stage 1 diagnostics on stage1_val (val_adj_cos ...), Stages
+    #: 2-3 the LM loss on the val split's rows (val_loss), in metrics.jsonl (the seed's val_*)
+    validation: bool = True
     max_new_tokens: int = Field(32, ge=1)
     num_beams: int = Field(1, ge=1)
     batch_size: int = Field(8, ge=1)
-    #: the blank control (cora_kit.eval.controls): the scene without its objects
-    #: (synthetic data), the panorama's mean colour, or auto (the first where possible)
+    #: controls scored beside the trained model on the same test items
+    #: (``cora_kit.eval.controls``): ``shuffled`` panoramas (another item's), ``blank`` (an
+    #: in-distribution empty panorama, see ``blank``), ``text_prior`` (majority training
+    #: answer per query template, no model; ``text-prior`` is accepted); [] evaluates the
+    #: model alone
+    controls: list[Literal["shuffled", "blank", "text_prior"]] = Field(
+        default_factory=lambda: ["shuffled", "blank", "text_prior"]
+    )
+    #: the blank control: the scene without its objects (synthetic data), the panorama's
+    #: mean colour, or auto (the first where possible)
     blank: Literal["auto", "objects-removed", "mean-colour"] = "auto"
+
+    @field_validator("controls", mode="before")
+    @classmethod
+    def _control_names(cls, value: Any) -> Any:
+        """``text-prior`` (the CLI's spelling) is ``text_prior`` (file and JSON key)."""
+        if isinstance(value, list):
+            return [v.replace("-", "_") if isinstance(v, str) else v for v in value]
+        return value
+
+
+class DistributedConfig(_Strict):
+    """torchrun / DDP (``cora_kit.train.distributed``)."""
+
+    #: seconds any collective may wait for the other ranks before failing (a dead or
+    #: stuck rank then stops the run instead of hanging it)
+    timeout_s: float = Field(1800.0, gt=0)
+
+
+class FeatureCacheConfig(_Strict):
+    """The frozen-encoder feature cache (``cora_kit.train.feature_cache``)."""
+
+    #: storage dtype: bf16 halves disk and RAM (paper: 10.6 -> 5.3 MB per panorama per
+    #: namespace); features are rounded once when computed, so cached and fresh agree
+    dtype: Literal["fp32", "bf16"] = "fp32"
+
+
+class LoggingConfig(_Strict):
+    """Experiment trackers; ``metrics.jsonl`` is always written (``cora_kit.train.trackers``)."""
+
+    #: trackers besides metrics.jsonl: tensorboard, wandb, mlflow (``jsonl`` alone: none)
+    loggers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = Field(default_factory=lambda: ["jsonl"])
+    #: W&B project / MLflow experiment name
+    project: str = "cora-kit"
+    #: W&B group (e.g. one bench grid); None: none
+    group: str | None = None
+    #: W&B mode; None: wandb's own (WANDB_MODE, else online)
+    wandb_mode: Literal["online", "offline", "disabled"] | None = None
+    wandb_entity: str | None = None
+    #: None: MLFLOW_TRACKING_URI, else sqlite:///<runs folder>/mlflow.db
+    mlflow_tracking_uri: str | None = None
 
 
 class CoraConfig(_Strict):
@@ -183,6 +251,9 @@ class CoraConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    feature_cache: FeatureCacheConfig = Field(default_factory=FeatureCacheConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 
 # --- YAML with line numbers ---------------------------------------------------
@@ -251,11 +322,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override {text!r} has an empty key")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key.split("."), parsed
+    return key.split("."), yaml_value(value)
+
+
+@dataclass(frozen=True)
+class _Set:
+    """A ``--set`` value: it replaces what is there, even a mapping (no deep merge)."""
+
+    value: Any
+
+
+def _nested(keys: Sequence[str], value: Any) -> dict[str, Any]:
+    """``(["a", "b"], v)`` -> ``{"a": {"b": _Set(v)}}``."""
+    out: Any = _Set(value)
+    for key in reversed(keys):
+        out = {key: out}
+    return out
 
 
 def _merge(
@@ -266,12 +348,15 @@ def _merge(
     lines: Mapping[tuple[str, ...], int],
     prefix: tuple[str, ...] = (),
 ) -> None:
-    if "name" in update and "options" in base and update["name"] != base.get("name"):
-        base["options"] = {}  # another plugin: the old plugin's options do not apply
+    # the one place where another plugin's name drops the old plugin's options
+    kind = prefix[-1] if len(prefix) == 2 and prefix[0] == "model" else None
+    name = _copy(update["name"]) if "name" in update else None
+    if "name" in update and "options" in base and name != base.get("name"):
+        if not (kind and same_plugin(kind, base.get("name"), name)):
+            base["options"] = {}
     for key, value in update.items():
         path = (*prefix, str(key))
         sources[path] = (source_file, lines.get(path))
-        # plugin options replace wholesale only when the plugin name changes
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
             _merge(base[key], value, sources, source_file, lines, path)
         else:
@@ -279,6 +364,8 @@ def _merge(
 
 
 def _copy(value: Any) -> Any:
+    if isinstance(value, _Set):
+        return _copy(value.value)
     if isinstance(value, Mapping):
         return {k: _copy(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -317,13 +404,41 @@ def _describe_error(exc: ValidationError, sources: Mapping[tuple[str, ...], Sour
     return f"{where}invalid value for '{key}': {err['msg']} (got {err.get('input')!r})"
 
 
+@dataclass(frozen=True)
+class ConfigLayer:
+    """A mapping layered over the preset and ``--config`` file (an experiment file's
+    ``config:`` section); ``lines`` (key path -> line) make errors name ``source`` and line."""
+
+    source: str
+    data: Mapping[str, Any]
+    lines: Mapping[tuple[str, ...], int] = field(default_factory=dict)
+
+
+def override_layers(texts: Iterable[str], source: str) -> list[ConfigLayer]:
+    """``key.path=value`` texts (what ``--set`` takes) as layers, for a place below the
+    command line (an experiment sweep's ``set``); errors name ``source``."""
+    out = []
+    for text in texts:
+        keys, value = parse_override(text)
+        out.append(ConfigLayer(f"{source} {text!r}", _nested(keys, value)))
+    return out
+
+
 def resolve_config(
     preset: str | None = None,
     config_file: str | Path | None = None,
     overrides: Iterable[str] = (),
     extra: Mapping[str, Any] | None = None,
+    *,
+    layers: Sequence[ConfigLayer] = (),
+    plugin_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> CoraConfig:
-    """defaults < preset < config file < ``extra`` (typed CLI flags) < ``overrides``."""
+    """defaults < preset < config file < ``layers`` < ``extra`` (typed CLI flags) <
+    ``overrides`` (``--set``) < ``plugin_options`` (``--resampler-opt`` etc.: kind ->
+    options, layered over the options of whichever plugin the layers below chose).
+
+    A layer that names another plugin drops the options the layers below gave the old one.
+    """
     merged: dict[str, Any] = CoraConfig().model_dump()
     sources: dict[tuple[str, ...], Source] = {}
     file_data: dict[str, Any] = {}
@@ -337,25 +452,35 @@ def resolve_config(
     if file_data:
         _merge(merged, file_data, sources, str(config_file), file_lines)
     merged["preset"] = str(chosen)
+    for layer in layers:
+        _merge(merged, layer.data, sources, layer.source, layer.lines)
     if extra:
         _merge(merged, extra, sources, "command line", {})
     for text in overrides:
         keys, value = parse_override(text)
-        node = merged
-        for k in keys[:-1]:
-            nxt = node.get(k)
-            if not isinstance(nxt, dict):
-                nxt = {}
-                node[k] = nxt
-            node = nxt
-        if keys[-1] == "name" and "options" in node and node.get("name") != value:
-            node["options"] = {}  # another plugin: the old plugin's options do not apply
-        node[keys[-1]] = value
-        sources[tuple(keys)] = ("command line", None)
+        _merge(merged, _nested(keys, value), sources, "command line", {})
+    for kind, options in (plugin_options or {}).items():
+        if options:
+            _merge(merged, {"model": {kind: {"options": dict(options)}}}, sources, "command line", {})
     try:
-        return CoraConfig.model_validate(merged)
+        config = CoraConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe_error(exc, sources)) from None
+    _check_required_data(config, sources)
+    return config
+
+
+def _check_required_data(config: CoraConfig, sources: Mapping[tuple[str, ...], Source]) -> None:
+    """``data.required`` without ``data.path``: a ConfigError naming ``--data`` and the file
+    and line that asked for real data (the paper-reproduction experiments do)."""
+    if not config.data.required or config.data.path:
+        return
+    file, line = sources.get(("data", "required"), ("configuration", None))
+    where = f"{file}" + (f" line {line}" if line else "")
+    raise ConfigError(
+        f"{where}: data.required: this configuration runs on a real dataset, not the synthetic set;"
+        " pass --data DIR (e.g. a QuIC-360 folder written by 'cora-kit data fetch')"
+    )
 
 
 def read_config_file(path: str | Path) -> CoraConfig:
@@ -374,34 +499,16 @@ def to_yaml(config: CoraConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def validate_plugin_choices(config: CoraConfig) -> None:
-    """Check every plugin name and its options against the registry (early, clear errors)."""
-    from cora_kit.registry import REGISTRY
-
-    m = config.model
-    for kind, choice, key in (
-        ("tiler", m.tiler, "model.tiler"),
-        ("encoder", m.encoder, "model.encoder"),
-        ("resampler", m.resampler, "model.resampler"),
-        ("loss", m.loss, "model.loss"),
-        ("stitcher", m.stitcher, "model.stitcher"),
-        ("llm", m.llm, "model.llm"),
-    ):
-        spec = REGISTRY.lookup(kind, choice.name)
-        try:
-            spec.validate_params(dict(choice.options))
-        except ConfigError:
-            raise
-        except Exception as exc:
-            raise ConfigError(f"{key}.options: {exc}") from None
-
-
 __all__ = [
+    "ConfigLayer",
     "CoraConfig",
     "DataConfig",
+    "DistributedConfig",
     "EncoderConfig",
     "EvalConfig",
+    "FeatureCacheConfig",
     "LLMConfig",
+    "LoggingConfig",
     "LoraConfig",
     "ModelConfig",
     "PluginChoice",
@@ -409,6 +516,7 @@ __all__ = [
     "StagesConfig",
     "available_presets",
     "load_yaml",
+    "override_layers",
     "read_config_file",
     "resolve_config",
     "to_yaml",

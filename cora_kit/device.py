@@ -13,6 +13,8 @@ export loading), so ``cuda`` means the same everywhere:
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from cora_kit.errors import ConfigError
@@ -39,4 +41,22 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int | None = N
     return device
 
 
-__all__ = ["resolve_device"]
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def autocast(device: torch.device | str, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """The one precision rule of training, evaluation and captioning (``config.precision``):
+    ``auto`` is bf16 autocast on CUDA and fp32 elsewhere, ``bf16`` is bf16 autocast on any
+    device (CPU included: slow, but the same code path), ``fp32`` is no autocast. Weights
+    stay fp32 under autocast; matmuls run in bf16."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision '{precision}': use one of {', '.join(PRECISIONS)}")
+    device_type = torch.device(device).type
+    if precision == "bf16" or (precision == "auto" and device_type == "cuda"):
+        if device_type not in ("cuda", "cpu"):
+            raise ConfigError(f"precision '{precision}': bf16 autocast runs on cuda or cpu, not {device_type}")
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+__all__ = ["PRECISIONS", "autocast", "resolve_device"]

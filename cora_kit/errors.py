@@ -16,10 +16,6 @@ class PluginConflictError(CoraKitError):
     """Two distributions registered one name; ``dist:name`` selects one."""
 
 
-class PluginLoadError(CoraKitError):
-    """A plugin distribution failed to import or to register."""
-
-
 class PluginParamsError(CoraKitError, ValueError):
     """Parameters given to a plugin do not validate against its params model."""
 
@@ -42,3 +38,16 @@ class MissingWeightsError(CoraKitError, FileNotFoundError):
 
 class CheckpointError(CoraKitError, RuntimeError):
     """A checkpoint is missing, truncated or does not match the model."""
+
+
+class StorageError(CoraKitError):
+    """Writing failed for a reason outside cora-kit (disk full, permission denied,
+    read-only file system); the message names the path. Nothing already written is lost."""
+
+    def __init__(self, message: str, errno: int | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.errno, self.path = errno, path
+
+
+class RunLockedError(CoraKitError):
+    """Another process holds the run folder's lock; the message names it (pid, host)."""

@@ -313,6 +313,35 @@ def _seed_strip_pairs(layout: TileLayout, grid_hw: tuple[int, int], k: int) -> l
     return pairs
 
 
+# --- drawing: view outlines and matching patches (cora-kit tile, the serve page) -----
+
+
+def view_outline(view: ViewCamera, n: int = 64, spacing: str = "centres") -> tuple[torch.Tensor, torch.Tensor]:
+    """Border of ``view`` on the sphere: (lon, lat) in radians, ``[4n]`` each, a closed
+    loop through the outer edges of its corner pixels (top, right, bottom, left)."""
+    s = view.size
+    e = torch.linspace(-0.5, s - 0.5, n, dtype=torch.float64)
+    lo, hi = torch.full_like(e, -0.5), torch.full_like(e, s - 0.5)
+    border = torch.cat([torch.stack([lo, e], 1), torch.stack([e, hi], 1),
+                        torch.stack([hi, e.flip(0)], 1), torch.stack([e.flip(0), lo], 1)])
+    return dirs_to_lonlat(grid_to_dirs(view, border, (s, s), spacing))
+
+
+def adjacent_matches(
+    layout: TileLayout, grid_hw: tuple[int, int]
+) -> list[tuple[int, int, torch.Tensor, torch.Tensor]]:
+    """Exact correspondences of each tile with its right-hand neighbour in its ring:
+    ``(src, dst, src (row, col) [M,2], dst (row, col) [M,2])`` in patch units of ``grid_hw``
+    (``dst`` continuous: where the src patch centre's ray lands)."""
+    nxt = {r[j]: r[(j + 1) % len(r)] for r in rings(layout) if len(r) > 1 for j in range(len(r))}
+    out = []
+    for p in overlap_correspondences(layout, grid_hw).pairs:
+        if nxt.get(p.src) == p.dst:
+            src_rc = torch.stack([p.src_index // grid_hw[1], p.src_index % grid_hw[1]], 1).float()
+            out.append((p.src, p.dst, src_rc, p.dst_rowcol))
+    return out
+
+
 # --- ERP images -----------------------------------------------------------------
 
 
@@ -335,8 +364,9 @@ def erp_pixel_coords(
 
 
 def load_erp(path: str | Path) -> torch.Tensor:
-    """ERP file -> uint8 ``[3, H, W]`` with ``W == 2 H``: ``cora_kit.data.images.read_erp``
-    (the one ERP reader; its rules and errors), kept here for tilers that accept paths."""
+    """ERP file -> uint8 ``[3, H, W]`` (HWC memory) with ``W == 2 H``:
+    ``cora_kit.data.images.read_erp`` (the one ERP reader; its rules and errors), kept here
+    for tilers that accept paths."""
     from cora_kit.data.images import read_erp
 
     return read_erp(path, dtype=torch.uint8)

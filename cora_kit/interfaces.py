@@ -35,6 +35,59 @@ from cora_kit.geometry import Correspondences, TileLayout
 Grid = tuple[int, int]
 
 
+# --- gradient checkpointing (``model.gradient_checkpointing: true``) ------------------
+
+
+def hf_gradient_checkpointing(model: Any, enabled: bool) -> str:
+    """Turn the transformers model's own switch on/off (non-reentrant; transformers >= 5.x
+    names it ``activation_checkpointing_*``, earlier ``gradient_checkpointing_*``); returns
+    what was done, or ``""`` when ``model`` has no such switch."""
+    for prefix in ("activation", "gradient"):
+        if hasattr(model, f"{prefix}_checkpointing_enable"):
+            break
+    else:
+        return ""
+    if not enabled:
+        getattr(model, f"{prefix}_checkpointing_disable")()
+        return "off"
+    getattr(model, f"{prefix}_checkpointing_enable")(**{f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}})
+    return f"transformers {prefix}_checkpointing_enable (every layer, non-reentrant)"
+
+
+def keep_checkpointing_when_frozen(module: nn.Module) -> None:
+    """transformers checkpoints a layer only while ``layer.training``; the pipeline keeps a
+    frozen module in eval mode, yet Stage 2 back-propagates through the frozen LLM. After
+    any ``train(mode)``, flag just the checkpointed layers (their submodules - attention,
+    dropout - keep their mode; checkpointing still needs grad, so no_grad decoding is
+    untouched)."""
+    for sub in module.modules():
+        if getattr(sub, "gradient_checkpointing", False) is True and hasattr(type(sub), "gradient_checkpointing"):
+            sub.training = True
+
+
+def checkpoint_modules(modules: Sequence[nn.Module], enabled: bool) -> int:
+    """Make each module recompute its forward in backward (``torch.utils.checkpoint``,
+    non-reentrant, RNG state preserved so dropout masks repeat) whenever grad is on.
+    The instance's ``forward`` is wrapped, so parameter names are unchanged."""
+    from torch.utils.checkpoint import checkpoint
+
+    for module in modules:
+        if not enabled:
+            module.__dict__.pop("forward", None)  # back to the class's forward
+            continue
+        if "forward" in module.__dict__:
+            continue
+        original = module.forward
+
+        def forward(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            if not torch.is_grad_enabled():
+                return _original(*args, **kwargs)
+            return checkpoint(_original, *args, use_reentrant=False, **kwargs)
+
+        module.forward = forward  # type: ignore[method-assign]
+    return len(modules)
+
+
 class PluginParams(BaseModel):
     """Base class of plugin parameter models: unknown keys are errors."""
 
@@ -43,7 +96,9 @@ class PluginParams(BaseModel):
 
 class ResamplerParams(PluginParams):
     """Parameters every resampler accepts (seed: SigLIP2 1152 -> latent 1024). The
-    pipeline passes ``in_dim`` (the encoder's width) and ``out_dim`` (``model.latent_dim``)."""
+    pipeline passes ``in_dim`` (the encoder's width) and ``out_dim`` (``model.latent_dim``).
+    A resampler that cannot change the width declares ``in_dim`` only (``identity``): it
+    gets no ``out_dim``, and its ``out_dim`` attribute (= ``in_dim``) sizes the latent."""
 
     in_dim: int = 1152
     out_dim: int = 1024
@@ -106,7 +161,13 @@ class Tiler(Reported, abc.ABC):
 
     @abc.abstractmethod
     def __call__(self, erp: torch.Tensor) -> TiledViews:
-        """``erp`` ``[B,3,H,W]`` (uint8 or float in [0,1]) -> ``TiledViews``."""
+        """``erp`` ``[B,3,H,W]`` (uint8 or float in [0,1]) -> ``TiledViews``.
+
+        The data path (training, evaluation, captioning) passes panoramas as decoded:
+        uint8 on the CPU in HWC memory (``read_erp(path, dtype=torch.uint8)``, a
+        channels-last view of the decoder's array, no copy). The views must not depend on
+        the memory layout (``check_memory_layout``). Float input may need gradients or
+        live on a GPU."""
 
 
 # --- encoder ----------------------------------------------------------------
@@ -158,6 +219,18 @@ class VisionEncoder(Reported, nn.Module, abc.ABC):
         loaded but never run)."""
         return []
 
+    def set_gradient_checkpointing(self, enabled: bool) -> str:
+        """``model.gradient_checkpointing``: recompute the blocks' activations in backward
+        instead of keeping them, whenever gradients flow. Returns what was done (``"off"``
+        when disabling), or ``""`` (the default) when this encoder cannot: the pipeline then
+        reports it. Transformers-based encoders call ``hf_gradient_checkpointing``."""
+        return ""
+
+    def train(self, mode: bool = True) -> VisionEncoder:
+        super().train(mode)
+        keep_checkpointing_when_frozen(self)
+        return self
+
 
 # --- resampler --------------------------------------------------------------
 
@@ -170,10 +243,28 @@ class Resampler(Reported, nn.Module, abc.ABC):
     out_dim: int
     #: backend actually used by this instance (e.g. "torch scan", "mamba-ssm CUDA")
     backend: str | None = "torch"
+    #: attributes holding the layer stack (``nn.ModuleList`` / ``nn.Sequential``) whose
+    #: members ``set_gradient_checkpointing`` wraps
+    checkpoint_layer_lists: tuple[str, ...] = ("blocks", "layers")
 
     def output_grid(self, grid: Grid) -> Grid:
         """Token grid after resampling, for an input grid ``(h, w)``."""
         return grid
+
+    def checkpoint_layers(self) -> list[nn.Module]:
+        """The layers ``set_gradient_checkpointing`` wraps: the members of the stacks
+        (``nn.ModuleList`` / ``nn.Sequential``) named in ``checkpoint_layer_lists``."""
+        stacks = [getattr(self, name, None) for name in self.checkpoint_layer_lists]
+        return [m for stack in stacks if isinstance(stack, nn.ModuleList | nn.Sequential) for m in stack]
+
+    def set_gradient_checkpointing(self, enabled: bool) -> str:
+        """``model.gradient_checkpointing``: checkpoint every layer of ``checkpoint_layers()``
+        (``torch.utils.checkpoint``); returns what was done, ``""`` when there is none."""
+        layers = self.checkpoint_layers()
+        if not layers:
+            return ""
+        checkpoint_modules(layers, enabled)
+        return f"torch.utils.checkpoint on {len(layers)} layers" if enabled else "off"
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor: ...
@@ -302,6 +393,19 @@ class LLMAdapter(Reported, nn.Module, abc.ABC):
         """``inputs_embeds`` ``[B,L,D]``, ``attention_mask`` ``[B,L]`` (1 = token), ``labels``
         ``[B,L]`` (-100 = ignored) -> an object with ``.logits`` ``[B,L,V]`` and ``.loss`` (a
         0-dim tensor, the mean next-token cross-entropy) when labels are given."""
+
+    def set_gradient_checkpointing(self, enabled: bool) -> str:
+        """``model.gradient_checkpointing``: recompute the decoder layers in backward,
+        whenever gradients flow (also through the frozen LM of Stage 2, which stays in eval
+        mode). Returns what was done (``"off"`` when disabling), or ``""`` (the default)
+        when this adapter cannot; transformers-based adapters call
+        ``hf_gradient_checkpointing``."""
+        return ""
+
+    def train(self, mode: bool = True) -> LLMAdapter:
+        super().train(mode)
+        keep_checkpointing_when_frozen(self)
+        return self
 
     @abc.abstractmethod
     def generate(
@@ -460,4 +564,7 @@ __all__ = [
     "TokenPositions",
     "TokenizedMetric",
     "VisionEncoder",
+    "checkpoint_modules",
+    "hf_gradient_checkpointing",
+    "keep_checkpointing_when_frozen",
 ]

@@ -54,16 +54,8 @@ def _feature_view(layout_view: int, view_indices: list[int], num_views: int, wha
     return layout_view
 
 
-def match_index(
-    correspondences: Correspondences,
-    grid: tuple[int, int],
-    num_views: int,
-    sampling: str = "bilinear",
-    device: torch.device | str | None = None,
-) -> MatchIndex:
-    """Build the gather plan of ``correspondences`` for features with ``num_views`` views."""
-    if sampling not in SAMPLING_MODES:
-        raise ValueError(f"sampling must be one of {SAMPLING_MODES}; got {sampling!r}")
+def _check_correspondences(correspondences: Correspondences, grid: tuple[int, int], num_views: int) -> list[int]:
+    """ValueErrors for a grid, an empty pair list or view indices that do not fit; the view indices."""
     h, w = int(grid[0]), int(grid[1])
     if tuple(correspondences.grid_hw) != (h, w):
         raise ValueError(
@@ -81,6 +73,39 @@ def match_index(
         raise ValueError(
             f"correspondences.view_indices has {len(view_indices)} views; features have {num_views}"
         )
+    return view_indices
+
+
+def _partner_taps(rc: torch.Tensor, grid: tuple[int, int], sampling: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Partner positions ``rc`` ``[M,2]`` (row, col) -> flat patch indices ``[M,K]`` and
+    weights ``[M,K]``: the nearest patch (K 1) or the 4 bilinear neighbours (K 4)."""
+    h, w = grid
+    r = rc[:, 0].clamp(0, h - 1)
+    c = rc[:, 1].clamp(0, w - 1)
+    if sampling == "nearest":
+        flat = (torch.floor(r + 0.5).long() * w + torch.floor(c + 0.5).long()).unsqueeze(1)
+        return flat, torch.ones_like(r).unsqueeze(1)
+    r0 = torch.floor(r).long().clamp(max=max(h - 2, 0))
+    c0 = torch.floor(c).long().clamp(max=max(w - 2, 0))
+    r1, c1 = (r0 + 1).clamp(max=h - 1), (c0 + 1).clamp(max=w - 1)
+    fr, fc = r - r0, c - c0
+    flat = torch.stack([r0 * w + c0, r0 * w + c1, r1 * w + c0, r1 * w + c1], dim=1)
+    wt = torch.stack([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc], dim=1)
+    return flat, wt
+
+
+def match_index(
+    correspondences: Correspondences,
+    grid: tuple[int, int],
+    num_views: int,
+    sampling: str = "bilinear",
+    device: torch.device | str | None = None,
+) -> MatchIndex:
+    """Build the gather plan of ``correspondences`` for features with ``num_views`` views."""
+    if sampling not in SAMPLING_MODES:
+        raise ValueError(f"sampling must be one of {SAMPLING_MODES}; got {sampling!r}")
+    h, w = int(grid[0]), int(grid[1])
+    view_indices = _check_correspondences(correspondences, (h, w), num_views)
     p = h * w
     srcs, dsts, weights, sizes = [], [], [], []
     for k, pair in enumerate(correspondences.pairs):
@@ -97,18 +122,7 @@ def match_index(
             raise ValueError(f"pair {k} ({pair.src}->{pair.dst}): src_index outside [0, {p})")
         if not torch.isfinite(rc).all():
             raise ValueError(f"pair {k} ({pair.src}->{pair.dst}): dst_rowcol has NaN/Inf")
-        r = rc[:, 0].clamp(0, h - 1)
-        c = rc[:, 1].clamp(0, w - 1)
-        if sampling == "nearest":
-            flat = (torch.floor(r + 0.5).long() * w + torch.floor(c + 0.5).long()).unsqueeze(1)
-            wt = torch.ones_like(r).unsqueeze(1)
-        else:
-            r0 = torch.floor(r).long().clamp(max=max(h - 2, 0))
-            c0 = torch.floor(c).long().clamp(max=max(w - 2, 0))
-            r1, c1 = (r0 + 1).clamp(max=h - 1), (c0 + 1).clamp(max=w - 1)
-            fr, fc = r - r0, c - c0
-            flat = torch.stack([r0 * w + c0, r0 * w + c1, r1 * w + c0, r1 * w + c1], dim=1)
-            wt = torch.stack([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc], dim=1)
+        flat, wt = _partner_taps(rc, (h, w), sampling)
         srcs.append(s_view * p + idx)
         dsts.append(d_view * p + flat)
         weights.append(wt)

@@ -16,162 +16,28 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import warnings
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
-from pydantic import BaseModel, Field, ValidationError
 
 from cora_kit import hookspecs
-from cora_kit.errors import (
-    CoraKitError,
-    PluginConflictError,
-    PluginLoadError,
-    PluginParamsError,
-    UnknownPluginError,
+from cora_kit.errors import CoraKitError, PluginConflictError, PluginParamsError, UnknownPluginError
+from cora_kit.plugin_spec import (
+    BUILTIN_DISTRIBUTION,
+    NAME_PATTERN,
+    Collector,
+    LoadFailure,
+    PluginInfo,
+    PluginSpec,
+    Provenance,
+    canonical_dist,
 )
-
-BUILTIN_DISTRIBUTION = "cora-kit"
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
 class PluginLoadWarning(UserWarning):
     """Emitted once per load when some plugin distribution failed to load."""
-
-
-def canonical_dist(name: str) -> str:
-    """PEP 503 normalisation: ``Cora_Kit.Barlow`` -> ``cora-kit-barlow``."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """Where a registered plugin object came from."""
-
-    distribution: str
-    version: str
-    entry_point: str
-
-
-@dataclass
-class PluginSpec:
-    """One registered plugin (internal record; ``PluginInfo`` is the public view)."""
-
-    kind: str
-    name: str
-    factory: Callable[..., Any]
-    aliases: tuple[str, ...]
-    params_model: type[BaseModel] | None
-    backend: str | Callable[[], str] | None
-    description: str
-    provenance: Provenance
-
-    @property
-    def distribution(self) -> str:
-        return self.provenance.distribution
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.provenance.distribution}:{self.name}"
-
-    def resolve_backend(self) -> str | None:
-        """The backend string; a callable backend is asked now (errors are reported)."""
-        if self.backend is None or isinstance(self.backend, str):
-            return self.backend
-        try:
-            return str(self.backend())
-        except Exception as exc:  # a broken probe must not break listing
-            return f"unknown ({type(exc).__name__}: {exc})"
-
-    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Validate user params through the plugin's pydantic model.
-
-        ``None`` values are dropped so that defaults survive (timm's rule).
-        Raises ``PluginParamsError`` naming the offending field.
-        """
-        params = {k: v for k, v in params.items() if v is not None}
-        label = f"{self.kind} '{self.name}'"
-        if self.params_model is None:
-            if params:
-                raise PluginParamsError(
-                    f"{label} takes no parameters; got {', '.join(sorted(params))}"
-                )
-            return {}
-        fields = self.params_model.model_fields
-        unknown = sorted(set(params) - set(fields))
-        if unknown:
-            raise PluginParamsError(
-                f"{label}: unknown parameter '{unknown[0]}'"
-                f" (accepted: {', '.join(sorted(fields)) or 'none'})"
-            )
-        try:
-            model = self.params_model(**params)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "?"
-            raise PluginParamsError(
-                f"{label}: invalid parameter '{where}': {first['msg']}"
-                f" (got {first.get('input')!r})"
-            ) from None
-        return {name: getattr(model, name) for name in fields}
-
-    def info(self, status: str = "ok", error: str | None = None) -> PluginInfo:
-        schema = self.params_model.model_json_schema() if self.params_model else {}
-        return PluginInfo(
-            name=self.name,
-            kind=self.kind,
-            aliases=list(self.aliases),
-            distribution=self.provenance.distribution,
-            version=self.provenance.version,
-            backend=self.resolve_backend(),
-            status=status,
-            error=error,
-            params=schema,
-            description=self.description,
-        )
-
-
-class PluginInfo(BaseModel):
-    """Public description of a plugin, as listed by ``cora-kit plugins``."""
-
-    name: str
-    kind: str
-    aliases: list[str] = Field(default_factory=list)
-    distribution: str
-    version: str
-    backend: str | None = None
-    status: str = "ok"
-    error: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class LoadFailure:
-    """A plugin distribution that could not be imported, validated or registered."""
-
-    plugin: str
-    distribution: str
-    version: str
-    error: str
-
-    def info(self) -> PluginInfo:
-        return PluginInfo(
-            name=self.plugin,
-            kind="unknown",
-            distribution=self.distribution,
-            version=self.version,
-            status="error",
-            error=self.error,
-        )
-
-    def line(self) -> str:
-        return f"plugin '{self.plugin}' from {self.distribution} {self.version}: {self.error}"
 
 
 def _is_builtin(dist: str) -> bool:
@@ -286,7 +152,7 @@ class Registry:
                 )
                 collected: list[PluginSpec] = []
                 try:
-                    impl.function(register=_Collector(kind, prov, collected))
+                    impl.function(register=Collector(kind, prov, collected))
                 except Exception as exc:
                     if _is_builtin(prov.distribution):
                         raise
@@ -356,16 +222,40 @@ class Registry:
 
     def _unknown_message(self, kind: str, name: str, dist: str | None) -> str:
         specs = self._index()[kind]
+        if dist is not None:
+            msg = self._unknown_in_distribution(kind, name, dist, specs)
+        else:
+            every = sorted({n for s in specs for n in (s.name, *s.aliases)})
+            close = difflib.get_close_matches(name.lower(), every, n=3, cutoff=0.6)
+            msg = f"unknown {kind} '{name}'"
+            if close:
+                msg += "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
         names = sorted({s.name for s in specs})
-        every = sorted({n for s in specs for n in (s.name, *s.aliases)})
-        close = difflib.get_close_matches(name.lower(), every, n=3, cutoff=0.6)
-        where = f" in distribution '{dist}'" if dist else ""
-        msg = f"unknown {kind} '{name}'{where}"
-        if close:
-            msg += "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
         msg += f" Available {kind}s: {', '.join(names) or 'none'} (see 'cora-kit plugins')."
         if self._failures:
             msg += " Plugins that failed to load: " + "; ".join(f.line() for f in self._failures)
+        return msg
+
+    @staticmethod
+    def _unknown_in_distribution(kind: str, name: str, dist: str, specs: list[PluginSpec]) -> str:
+        """``dist:name`` found nothing: say whether the distribution or the name is wrong."""
+        key = name.strip().lower()
+        dists = sorted({s.distribution for s in specs})
+        own = [s for s in specs if canonical_dist(s.distribution) == canonical_dist(dist)]
+        owners = sorted({s.distribution for s in specs if key == s.name or key in s.aliases})
+        if not own:
+            close = difflib.get_close_matches(canonical_dist(dist), dists, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            msg = f"unknown {kind} '{dist}:{name}': no installed distribution '{dist}' registers {kind}s{hint};"
+            msg += f" distributions with {kind}s: {', '.join(dists) or 'none'}."
+        else:
+            mine = sorted(s.name for s in own)
+            close = difflib.get_close_matches(key, sorted({n for s in own for n in (s.name, *s.aliases)}), n=1, cutoff=0.6)
+            hint = f"; did you mean '{own[0].distribution}:{close[0]}'?" if close else "."
+            msg = (f"unknown {kind} '{dist}:{name}': distribution '{own[0].distribution}' has no {kind} '{name}'"
+                   f" (its {kind}s: {', '.join(mine)}){hint}")
+        if owners:
+            msg += f" '{name}' is registered by {' and '.join(owners)}: use " + " or ".join(f"'{o}:{name}'" for o in owners) + "."
         return msg
 
     def _warn_failures(self) -> None:
@@ -379,10 +269,16 @@ class Registry:
             )
 
     def create(self, kind: str, name: str, **params: Any) -> Any:
-        """Build a plugin instance with validated params."""
+        """Build a plugin instance with validated params. A ``ValueError`` of the factory
+        (a combination of values it rejects) becomes a ``PluginParamsError`` naming the plugin."""
         spec = self.lookup(kind, name)
         values = spec.validate_params(params)
-        instance = spec.factory(**values)
+        try:
+            instance = spec.factory(**values)
+        except CoraKitError:
+            raise
+        except ValueError as exc:
+            raise PluginParamsError(f"{kind} '{spec.name}' rejected its parameters: {exc}") from exc
         try:
             instance.plugin_spec = spec
         except (AttributeError, TypeError):
@@ -408,52 +304,6 @@ class Registry:
         if pattern:
             infos = [i for i in infos if fnmatch.fnmatch(i.name, pattern)]
         return infos
-
-
-class _Collector:
-    """The ``register`` callback given to one plugin's registration hook."""
-
-    def __init__(self, kind: str, provenance: Provenance, out: list[PluginSpec]) -> None:
-        self.kind = kind
-        self.provenance = provenance
-        self.out = out
-
-    def __call__(
-        self,
-        name: str,
-        factory: Callable[..., Any],
-        *,
-        aliases: Iterable[str] = (),
-        params: type[BaseModel] | None = None,
-        backend: str | Callable[[], str] | None = None,
-        description: str = "",
-    ) -> None:
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            raise ValueError(
-                f"{self.kind} name {name!r} must be lowercase kebab-case, e.g. 'c-abstractor'"
-            )
-        aliases = tuple(aliases)
-        for alias in aliases:
-            if not ALIAS_PATTERN.match(alias):
-                raise ValueError(f"{self.kind} alias {alias!r} of '{name}' must be lowercase")
-        if not callable(factory):
-            raise TypeError(f"{self.kind} '{name}': factory must be callable, got {factory!r}")
-        if params is not None and not (isinstance(params, type) and issubclass(params, BaseModel)):
-            raise TypeError(f"{self.kind} '{name}': params must be a pydantic model class")
-        if not description and getattr(factory, "__doc__", None):
-            description = (factory.__doc__ or "").strip().splitlines()[0]
-        self.out.append(
-            PluginSpec(
-                kind=self.kind,
-                name=name,
-                factory=factory,
-                aliases=aliases,
-                params_model=params,
-                backend=backend,
-                description=description,
-                provenance=self.provenance,
-            )
-        )
 
 
 def _check_kind(kind: str) -> str:
@@ -493,19 +343,14 @@ def _ep_key(ep: Any) -> tuple[str, str]:
 REGISTRY = Registry()
 
 
-def get_registry() -> Registry:
-    """The process-wide registry."""
-    return REGISTRY
-
-
 __all__ = [
     "BUILTIN_DISTRIBUTION",
+    "NAME_PATTERN",
     "LoadFailure",
     "PluginInfo",
-    "PluginLoadError",
     "PluginLoadWarning",
     "PluginSpec",
     "REGISTRY",
     "Registry",
-    "get_registry",
+    "canonical_dist",
 ]

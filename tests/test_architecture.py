@@ -53,14 +53,18 @@ def test_no_generic_top_level_package():
 #: layers of cora_kit, lowest first; a module may import its own layer or a lower one.
 #: A prefix covers a package and its sub-modules ("cora_kit" itself is the package init).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("cora_kit.errors", "cora_kit.hookspecs", "cora_kit.device"),
-    ("cora_kit", "cora_kit.registry", "cora_kit.geometry", "cora_kit.overlap", "cora_kit.data"),
-    ("cora_kit.interfaces", "cora_kit.config"),
+    ("cora_kit.errors", "cora_kit.hookspecs", "cora_kit.device", "cora_kit.fs"),
+    ("cora_kit", "cora_kit.registry", "cora_kit.plugin_spec", "cora_kit.geometry", "cora_kit.overlap", "cora_kit.data"),
+    ("cora_kit.interfaces", "cora_kit.config", "cora_kit.plugin_options"),
     ("cora_kit.eval", "cora_kit.train", "cora_kit.models", "cora_kit.testing"),
     ("cora_kit.pipeline",),
     ("cora_kit.serving", "cora_kit.bench"),
     ("cora_kit.commands", "cora_kit.cli", "cora_kit.__main__"),
 )
+#: upward edges allowed by name: the package root's PEP 562 ``__getattr__`` hands out the
+#: public ``cora_kit.Captioner`` on first access (a function-level import, never run at
+#: import time, so it adds no import-time cycle either). Checked to stay function-level.
+LAZY_FACADE: frozenset[tuple[str, str]] = frozenset({("cora_kit", "cora_kit.serving.captioner")})
 
 
 def _module_name(path: Path) -> str:
@@ -109,14 +113,15 @@ def test_imports_run_downward_only():
     upward = []
     for name, path in modules.items():
         for dep in sorted(_core_imports(path, modules)):
-            if _layer(dep) > _layer(name):
+            if _layer(dep) > _layer(name) and (name, dep) not in LAZY_FACADE:
                 upward.append(f"{name} (layer {_layer(name)}) imports {dep} (layer {_layer(dep)})")
     assert not upward, "imports must run downward (DESIGN.md section 1):\n" + "\n".join(upward)
 
 
 def test_no_import_cycles():
     modules = _core_modules()
-    graph = {name: _core_imports(path, modules) for name, path in modules.items()}
+    graph = {name: {d for d in _core_imports(path, modules) if (name, d) not in LAZY_FACADE}
+             for name, path in modules.items()}
     cycles: list[list[str]] = []
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     stack: list[str] = []
@@ -144,3 +149,11 @@ def test_layering_test_sees_real_edges():
     assert "cora_kit.pipeline" in _core_imports(modules["cora_kit.serving.loading"], modules)
     assert "cora_kit.registry" in _core_imports(modules["cora_kit.pipeline.build"], modules)
     assert "cora_kit.testing.base" in _core_imports(modules["cora_kit.testing"], modules)
+
+
+def test_lazy_facade_imports_stay_inside_functions():
+    """``cora_kit/__init__.py`` reaches serving only inside ``__getattr__`` (not at import)."""
+    tree = ast.parse((ROOT / "cora_kit" / "__init__.py").read_text(encoding="utf-8"))
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert not any("serving" in (getattr(n, "module", "") or "") or any("serving" in a.name for a in n.names)
+                   for n in top)

@@ -137,13 +137,17 @@ baseline: bimamba:none
 """
 
 
-def test_sweeps_are_the_union_of_one_axis_grids(tmp_path: Path):
+def _experiment(tmp_path: Path, text: str = SWEEPS):
     from cora_kit.bench.grid import load_experiment
 
     path = tmp_path / "s.yaml"
-    path.write_text(SWEEPS)
-    exp = load_experiment(path)
-    cells = exp.cells()
+    path.write_text(text)
+    return path, load_experiment(path)
+
+
+def test_sweeps_are_the_union_of_one_axis_grids(tmp_path: Path):
+    _, exp = _experiment(tmp_path)
+    cells = exp.sweep_cells(exp.seeds)
     configs = list(dict.fromkeys((c.tiler, c.resampler, c.loss) for c in cells))
     assert configs == [
         ("e2p", "bimamba", "densecl"), ("erp-grid", "bimamba", "densecl"), ("erp-global", "bimamba", "none"),
@@ -153,10 +157,11 @@ def test_sweeps_are_the_union_of_one_axis_grids(tmp_path: Path):
     glob = [c for c in cells if c.tiler == "erp-global"]
     assert all(c.overrides == ("model.stitcher.name=nearest-view",) for c in glob)
     assert all(c.overrides == () for c in cells if c.tiler != "erp-global")
-    assert len(exp.cells(seeds=1)) == 6
+    assert len(exp.sweep_cells(1)) == 6
+    assert exp.base_row() == ("e2p", "bimamba", "densecl")
 
 
-def test_sweep_overrides_reach_only_their_cells(tmp_path: Path):
+def test_sweep_overrides_reach_only_their_cells_below_the_command_line():
     from cora_kit.bench.grid import Cell
     from cora_kit.bench.runner import cell_config
 
@@ -165,6 +170,10 @@ def test_sweep_overrides_reach_only_their_cells(tmp_path: Path):
     assert glob.model.stitcher.name == "nearest-view" and glob.model.tiler.name == "erp-global"
     assert glob.eval.batch_size == 3 and glob.seed == 1
     assert cell_config(spec, Cell("bimamba", "none", 1, "e2p")).model.stitcher.name == "stride-views"
+    # --set on the command line wins over a sweep's set
+    spec = BenchSpec(cells=[], preset="tiny", overrides=["model.stitcher.name=concat"])
+    assert cell_config(spec, Cell("bimamba", "none", 1, "erp-global", ("model.stitcher.name=nearest-view",))
+                       ).model.stitcher.name == "concat"
 
 
 @pytest.mark.parametrize(
@@ -187,42 +196,62 @@ def test_bad_experiment_files_name_the_problem(tmp_path: Path, text: str, needle
 
 
 def test_conflicting_overrides_for_one_configuration(tmp_path: Path):
-    from cora_kit.bench.grid import load_experiment
-
-    path = tmp_path / "c.yaml"
-    path.write_text("name: c\nbase: {tiler: e2p, resampler: mlp, loss: none}\nsweeps:\n"
-                    "  - {losses: [none], set: [a.b=1]}\n  - {resamplers: [mlp, bimamba]}\n")
-    with pytest.raises(ConfigError, match=r"sweep 2 gives e2p:mlp:none the overrides \[\], an earlier sweep \['a.b=1'\]"):
-        load_experiment(path).cells()
+    _, exp = _experiment(tmp_path, "name: c\nbase: {tiler: e2p, resampler: mlp, loss: none}\nsweeps:\n"
+                                   "  - {losses: [none], set: [a.b=1]}\n  - {resamplers: [mlp, bimamba]}\n")
+    with pytest.raises(ConfigError, match=r"sweep 2 gives e2p:mlp:none the set \[\], an earlier sweep \['a.b=1'\]"):
+        exp.sweep_cells(1)
 
 
-def test_sweep_baseline_is_taken_at_the_base_tiler(tmp_path: Path, monkeypatch):
-    from cora_kit.bench.grid import load_experiment
+def test_sweep_bench_runs_every_configuration_once_with_the_baseline_at_the_base_tiler(tmp_path: Path, monkeypatch):
+    """``cora-kit bench SWEEPS.yaml``: the cells of the union, bench.json names the base and
+    pins the baseline to the base's tiler, and every row's delta is against e2p:bimamba:none."""
+    import cora_kit.bench.runner as runner
+    from cora_kit.cli import main
 
     monkeypatch.chdir(tmp_path)
-    path = tmp_path / "s.yaml"
-    path.write_text(SWEEPS)
-    cells = load_experiment(path).cells()
-    spec = BenchSpec(cells=cells, preset="tiny")
-    run_grid(spec, tmp_path / "b", trainer=_fake_trainer([], set()))
-    (tmp_path / "b" / "bench.json").write_text(json.dumps({"metrics": ["cider"], "baseline_tiler": "e2p"}))
-    table = pd.read_csv(merge(tmp_path / "b", baseline="bimamba:none")["csv"]).set_index(["tiler", "resampler", "loss"])
+    path, _ = _experiment(tmp_path)
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "default_trainer", _fake_trainer(calls, set()))
+    assert main(["bench", str(path), "--out", str(tmp_path / "b"), "--set", "eval.metrics=[cider]"]) == 0
+    assert len(calls) == 12
+    meta = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert meta["base"] == {"tiler": "e2p", "resampler": "bimamba", "loss": "densecl"}
+    assert meta["baseline"] == "e2p:bimamba:none" and meta["baseline_tiler"] == "e2p"
+    cell = json.loads((tmp_path / "b" / "cells" / "erp-global__bimamba__none__seed0" / "cell.json").read_text())
+    assert cell["cell"]["overrides"] == ["model.stitcher.name=nearest-view"]
+    table = pd.read_csv(tmp_path / "b" / "table.csv").set_index(["tiler", "resampler", "loss"])
     assert len(table) == 6
-    # every row is compared with e2p:bimamba:none (loss none scores 0.2, the others 0.5)
+    # loss none scores 0.2, the others 0.5
     assert table.loc[("erp-grid", "bimamba", "densecl"), "cider_delta"] == pytest.approx(0.3)
     assert table.loc[("erp-global", "bimamba", "none"), "cider_delta"] == pytest.approx(0.0)
     assert table.loc[("e2p", "bimamba", "none"), "cider_delta"] == pytest.approx(0.0)
     assert json.loads((tmp_path / "b" / "table.json").read_text())["baseline_tiler"] == "e2p"
 
 
+def test_sweep_flags_and_axis_keys_are_refused_before_any_cell(tmp_path: Path, capsys, monkeypatch):
+    import cora_kit.bench.runner as runner
+    from cora_kit.cli import main
+
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "default_trainer", _fake_trainer(calls, set()))
+    path, _ = _experiment(tmp_path)
+    assert main(["bench", str(path), "--losses", "none", "--out", str(tmp_path / "b")]) == 2
+    assert "defines sweeps" in capsys.readouterr().err
+    path, _ = _experiment(tmp_path, SWEEPS.replace("set: [model.stitcher.name=nearest-view]",
+                                                   "set: [model.loss.name=vicreg]"))
+    assert main(["bench", str(path), "--out", str(tmp_path / "b")]) == 2
+    assert "'model.loss.name' is an axis of the grid" in capsys.readouterr().err
+    assert calls == []
+
+
 def test_shipped_claims_experiment_is_7_configurations_by_3_seeds():
     from cora_kit.bench.grid import load_experiment
 
     exp = load_experiment(Path(__file__).resolve().parents[1] / "configs" / "experiments" / "synth-claims.yaml")
-    cells = exp.cells()
+    cells = exp.sweep_cells(exp.seeds)
     configs = {(c.tiler, c.resampler, c.loss) for c in cells}
     assert len(cells) == 21 and len(configs) == 7
-    assert exp.base.model_dump() == {"tiler": "e2p", "resampler": "bimamba", "loss": "densecl"}
-    assert ("e2p", "bimamba", "none") in configs and exp.baseline == "bimamba:none" and exp.preset == "tiny"
     base = ("e2p", "bimamba", "densecl")
+    assert exp.base_row() == base
+    assert ("e2p", "bimamba", "none") in configs and exp.baseline == "bimamba:none" and exp.preset == "tiny"
     assert all(sum(a != b for a, b in zip(c, base)) == 1 for c in configs - {base, ("erp-global", "bimamba", "none")})

@@ -1,4 +1,5 @@
-"""``cora-kit caption`` and ``cora-kit export`` on a real tiny run (a few steps per stage).
+"""``cora-kit caption`` and ``cora-kit export`` on a real tiny run (a few steps per stage;
+the ``tiny_run`` and ``exported`` fixtures live in conftest.py).
 
 Peers: the training engine's own test-split predictions (``predictions.jsonl``) for the
 run loader, and the LoRA-wrapped LLM for the merged export."""
@@ -15,30 +16,12 @@ from PIL import Image
 
 from cora_kit import serving
 from cora_kit.cli import main
-from cora_kit.config import read_config_file, resolve_config
+from cora_kit.config import read_config_file
+from cora_kit.data.images import read_erp
 from cora_kit.errors import CheckpointError
 from cora_kit.serving import export_format
 from cora_kit.pipeline import CoraModel
 from cora_kit.train.data import load_splits
-from cora_kit.train.engine import run
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("caption")
-    # a high Stage-3 lr so the LoRA adapters end far from zero and merging them matters
-    sets = [f"data.synth_dir={root / 'synth'}", "data.synth.n_train=8", "data.synth.n_val=2", "data.synth.n_test=4",
-            "stages.stage1.max_steps=1", "stages.stage2.max_steps=1", "stages.stage3.max_steps=2",
-            "stages.stage3.lr=1e-2", "eval.metrics=[bleu4]", "eval.max_new_tokens=4", "device=cpu"]
-    run(resolve_config("tiny", None, sets), root / "runs" / "t", model_factory=CoraModel.from_config, progress=False)
-    return root / "runs" / "t"
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_run: Path) -> Path:
-    out = tiny_run.parent.parent / "exported"
-    assert main(["export", "--run", str(tiny_run), "--out", str(out)]) == 0
-    return out
 
 
 def _images(run_dir: Path) -> Path:
@@ -75,9 +58,14 @@ def test_run_loader_reproduces_the_engines_predictions(tiny_run: Path) -> None:
     items = list(load_splits(config).test)
     want = {json.loads(line)["id"]: json.loads(line)["prediction"]
             for line in (tiny_run / "predictions.jsonl").read_text().splitlines()}
-    got = serving.caption_erps(model, [i["erp"] for i in items], [i["query"] for i in items],
-                                 config.eval.max_new_tokens, config.eval.num_beams)
+    # uint8 panoramas: the tiling path the engine took (decoded in its DataLoader, OpenCV)
+    erps = [read_erp(i["image_path"], dtype=torch.uint8) for i in items]
+    got = serving.caption_erps(model, erps, [i["query"] for i in items],
+                               config.eval.max_new_tokens, config.eval.num_beams)
     assert dict(zip([i["id"] for i in items], got, strict=True)) == want
+    files = [Path(i["image_path"]) for i in items]
+    by_file = {r["image"]: r["caption"] for r in serving.caption_files(model, files, items[0]["query"])}
+    assert all(by_file[i["image_path"]] == want[i["id"]] for i in items if i["query"] == items[0]["query"])
     # the training run cached Stage-3 encoder features under a key that fingerprints every
     # encoder weight: the rebuilt encoder (seeded init + Stage-1 blocks) has the same key
     cache_keys = [json.loads(p.read_text())["key"] for p in (tiny_run.parent / ".feature-cache").glob("*/key.json")]
@@ -138,6 +126,7 @@ def test_caption_run_then_model_gives_identical_captions(
     rows_b = [json.loads(x) for x in b.read_text().splitlines()]
     expected = [str(one)] + [str(p) for p in sorted(images.glob("*.png"))]
     assert [r["image"] for r in rows_a] == expected
+    assert all(r.pop("seconds") > 0 for r in rows_a + rows_b)  # per-caption share of its batch's time
     assert rows_a == rows_b
     assert all(r["query"] == "what is above the horizon?" for r in rows_a)
     assert "caption" in capsys.readouterr().out
@@ -220,3 +209,66 @@ def test_run_records_weights_fingerprint_and_rebuild_checks_it(tiny_run: Path, t
     (copy / "weights_fingerprint.txt").write_text("0" * 32 + "-1\n")
     with pytest.raises(CheckpointError, match="other initial weights"):
         serving.load_run(copy, device="cpu")
+
+
+def test_export_bf16_halves_the_weights_and_loads_as_rounded_fp32(
+    tiny_run: Path, exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out16 = tiny_run.parent.parent / "exported-bf16"
+    assert main(["export", "--run", str(tiny_run), "--out", str(out16), "--dtype", "bf16"]) == 0
+    assert "bf16" in capsys.readouterr().out
+    assert json.loads((out16 / "export.json").read_text())["dtype"] == "bf16"
+    size32, size16 = export_format.summarize(exported), export_format.summarize(out16)
+    assert size16.keys() == size32.keys()
+    for name in size32:  # every weight file about half (headers are the same size)
+        assert size16[name] < 0.55 * size32[name] + 4096, name
+    m32, _ = serving.load_export(exported, device="cpu")
+    m16, info = serving.load_export(out16, device="cpu")
+    assert any("bf16" in n for n in info.notes)
+    p32, p16 = dict(m32.named_parameters()), dict(m16.named_parameters())
+    assert p16.keys() == p32.keys()
+    for name, p in p16.items():
+        assert p.dtype == torch.float32, name
+        if "lora_" in name:  # a fresh, inactive adapter (the export's LoRA is merged)
+            continue
+        assert torch.equal(p, p32[name].to(torch.bfloat16).float()), name
+    assert main(["export", "--run", str(tiny_run), "--out", str(out16) + "-x", "--dtype", "fp16"]) == 2
+
+
+def _lm_head_input_dtypes(model: CoraModel) -> tuple[list[torch.dtype], object]:
+    seen: list[torch.dtype] = []
+    head = model.llm.model.get_output_embeddings()
+    handle = head.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    return seen, handle
+
+
+def test_caption_and_eval_run_under_bf16_autocast_when_asked(tiny_run: Path) -> None:
+    """CUDA runs these under bf16 autocast (precision auto); on this CPU the same code
+    path runs with precision bf16, and fp32 stays the CPU default."""
+    from types import SimpleNamespace
+
+    from cora_kit.train import report
+
+    model, _ = serving.load_run(tiny_run, device="cpu")
+    files = sorted(_images(tiny_run).glob("test_*.png"))[:2]
+    seen, handle = _lm_head_input_dtypes(model)
+    try:
+        rows16 = serving.caption_files(model, files, "what is above the horizon?", 3, precision="bf16")
+        assert seen and set(seen) == {torch.bfloat16}
+        seen.clear()
+        rows32 = serving.caption_files(model, files, "what is above the horizon?", 3)  # auto on CPU: fp32
+        assert seen and set(seen) == {torch.float32}
+        assert len(rows16) == len(rows32) == 2
+        seen.clear()
+        config = model.config.model_copy(update={"precision": "bf16"})
+        from cora_kit.train.distributed import DistInfo
+
+        ctx = SimpleNamespace(config=config, cache_dir=tiny_run.parent / ".feature-cache",
+                              device=torch.device("cpu"), cache_stats={}, dist=DistInfo())
+        items = list(load_splits(config).test)[:2]
+        preds = report.predict(model, items, ctx, "panorama")
+        assert set(preds) == {i["id"] for i in items} and set(seen) == {torch.bfloat16}
+    finally:
+        handle.remove()
+    with pytest.raises(Exception, match="precision"):
+        serving.caption_files(model, files, "q", 3, precision="fp8")

@@ -110,3 +110,34 @@ def test_changing_plugin_with_new_options_drops_old_ones(tmp_path: Path):
 def test_set_plugin_name_drops_the_old_options():
     c = resolve_config("tiny", overrides=["model.resampler.name=mlp"])
     assert c.model.resampler.name == "mlp" and c.model.resampler.options == {}
+
+
+def test_a_dist_qualified_name_of_the_same_plugin_keeps_its_options():
+    c = resolve_config("tiny", extra={"model": {"resampler": {"name": "cora-kit:bimamba"}}})
+    assert c.model.resampler.options["hidden_dim"] == 64  # same plugin as the preset's bimamba
+    other = resolve_config("tiny", extra={"model": {"resampler": {"name": "cora-kit:mlp"}}})
+    assert other.model.resampler.options == {}
+
+
+def test_plugin_options_layer_over_the_plugin_the_layers_below_chose():
+    c = resolve_config(
+        "tiny", overrides=["model.resampler.name=mlp"], plugin_options={"resampler": {"hidden_dim": 32}}
+    )
+    assert c.model.resampler.name == "mlp" and c.model.resampler.options == {"hidden_dim": 32}
+    same = resolve_config("tiny", plugin_options={"resampler": {"d_state": 4}})
+    assert same.model.resampler.options["d_state"] == 4 and same.model.resampler.options["hidden_dim"] == 64
+
+
+def test_a_layer_names_its_file_and_line_in_errors(tmp_path: Path):
+    from cora_kit.config import ConfigLayer
+
+    layer = ConfigLayer("exp.yaml (config)", {"stages": {"stage1": {"lrr": 1}}}, {("stages", "stage1", "lrr"): 7})
+    with pytest.raises(ConfigError, match=r"exp.yaml \(config\) line 7: unknown config key 'stages.stage1.lrr'"):
+        resolve_config("tiny", layers=[layer])
+
+
+def test_set_replaces_a_mapping_value_wholesale():
+    c = resolve_config("tiny", overrides=["model.resampler.options={d_state: 4}"])
+    assert c.model.resampler.options == {"d_state": 4}
+    llm = resolve_config("tiny", overrides=["model.llm.arch={hidden_size: 32}"])
+    assert llm.model.llm.arch == {"hidden_size": 32}

@@ -131,3 +131,26 @@ def test_run_writes_every_control_and_the_per_kind_summary(tmp_path: Path) -> No
     assert "| kind | items | trained | shuffled panoramas | blank panorama | text prior |" in table
     assert "| colour | 4 |" in table and "| hue | 4 |" in table and "| **all** | 8 |" in table
     assert "blank panorama: mean-colour" in summary
+
+
+def test_eval_controls_choose_what_runs(tmp_path: Path) -> None:
+    """``eval.controls`` names the controls (``text-prior`` is ``text_prior``); only those
+    are captioned, written and scored, and the summary's table and verdict follow."""
+    from cora_kit.config import resolve_config
+    from cora_kit.errors import ConfigError
+
+    assert resolve_config("tiny").eval.controls == ["shuffled", "blank", "text_prior"]
+    assert resolve_config("tiny", None, ["eval.controls=[text-prior]"]).eval.controls == ["text_prior"]
+    with pytest.raises(ConfigError, match="eval.controls"):
+        resolve_config("tiny", None, ["eval.controls=[black]"])
+    result = _run(tmp_path, config=tiny_config(**{"eval.controls": "[text-prior, shuffled]"}), splits=make_splits(16, 4, 6))
+    out = tmp_path / "r"
+    assert (out / "predictions_shuffled.jsonl").is_file() and (out / "predictions_text_prior.jsonl").is_file()
+    assert not (out / "predictions_blank.jsonl").exists()
+    assert set(result.scores) >= {"panorama", "shuffled", "text_prior"} and "blank" not in result.scores
+    assert set(result.scores["controls"]) == {"shuffled", "text_prior"}
+    summary = (out / "summary.md").read_text()
+    assert "| metric | trained | shuffled panoramas | text prior |" in summary
+    result = _run(tmp_path / "none", config=tiny_config(**{"eval.controls": "[]"}), splits=make_splits(16, 4, 6))
+    assert set(result.scores) & {"shuffled", "blank", "text_prior"} == set()
+    assert "No controls were evaluated" in (tmp_path / "none" / "r" / "summary.md").read_text()

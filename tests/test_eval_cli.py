@@ -50,7 +50,8 @@ def test_json_output_has_values_nulls_and_reasons(files, monkeypatch, tmp_path) 
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output.strip().splitlines()[-1])
-    assert list(payload) == ["sacrebleu", "spice", "unavailable"]
+    assert list(payload) == ["protocol", "num_items", "sacrebleu", "spice", "unavailable"]
+    assert payload["protocol"] == "grouped" and payload["num_items"] == 2
     assert 0.0 < payload["sacrebleu"] < 1.0
     assert payload["spice"] is None
     assert payload["unavailable"]["spice"].startswith("unavailable: SPICE needs Stanford CoreNLP")

@@ -96,9 +96,24 @@ def test_cli_prints_overall_and_per_kind(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["eval", "-p", str(preds), "-r", str(refs), "-m", "exact-match", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output.strip().splitlines()[-1])
-    assert payload == {"exact-match": 0.6, "exact-match/colour": 0.5, "exact-match/where": 0.5, "unavailable": {}}
+    assert payload == {"protocol": "grouped", "num_items": 5, "exact-match": 0.6, "exact-match/colour": 0.5,
+                       "exact-match/where": 0.5, "unavailable": {}}
     table = CliRunner().invoke(app, ["eval", "-p", str(preds), "-r", str(refs), "-m", "exact-match"])
     assert table.exit_code == 0 and "exact-match/colour" in table.output and "0.6000" in table.output
+
+
+def test_paper_protocol_scores_exact_match_grouped_and_says_so(tmp_path: Path) -> None:
+    """exact-match is not a paper column: under --protocol paper it is still the prediction
+    against ANY reference of its item (per kind too), next to the per-row paper columns."""
+    preds, refs = _files(tmp_path)
+    result = CliRunner().invoke(
+        app, ["eval", "-p", str(preds), "-r", str(refs), "--protocol", "paper", "-m", "cider,exact-match", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output.strip().splitlines()[-1])
+    assert payload["protocol"] == "paper" and isinstance(payload["cider"], float)
+    assert (payload["exact-match"], payload["exact-match/colour"], payload["exact-match/where"]) == (0.6, 0.5, 0.5)
+    assert "grouped (not a paper column)" in payload["implementations"]["exact-match"]
 
 
 def test_in_the_default_metrics() -> None:

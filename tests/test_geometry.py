@@ -154,9 +154,11 @@ def test_load_erp_errors(tmp_path):
         geo.load_erp(tmp_path / "junk.png")
     with pytest.raises(DataError, match="missing.png: cannot read"):
         geo.load_erp(tmp_path / "missing.png")
-    Image.new("CMYK", (64, 32)).save(tmp_path / "cmyk.jpg")
-    with pytest.raises(DataError, match=r"cmyk.jpg: 64x32 image has 4 channels"):
-        geo.load_erp(tmp_path / "cmyk.jpg")
+    Image.new("LAB", (64, 32)).save(tmp_path / "lab.tif")
+    with pytest.raises(DataError, match=r"lab.tif: 64x32 image has 3 channels \(mode LAB\)"):
+        geo.load_erp(tmp_path / "lab.tif")
+    Image.new("RGB", (64, 32), (200, 50, 10)).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100)
+    assert geo.load_erp(tmp_path / "cmyk.jpg")[:, 0, 0].tolist() == [200, 50, 10]  # converted (issue 18)
     Image.new("LA", (64, 32), (200, 10)).save(tmp_path / "grey.png")
     grey = geo.load_erp(tmp_path / "grey.png")
     assert grey.shape == (3, 32, 64) and grey.dtype == torch.uint8 and int(grey[:, 0, 0].min()) == 200

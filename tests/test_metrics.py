@@ -88,7 +88,9 @@ def coco_peer() -> tuple[dict, dict, dict[str, float], scoring.ScoreReport]:
 
 # --- registry ---------------------------------------------------------------------
 
-EXPECTED = {"bleu4", "meteor", "rouge-l", "cider", "spice", "sacrebleu", "meteor-nltk", "exact-match"}
+EXPECTED = {
+    "bleu4", "meteor", "rouge-l", "cider", "spice", "sacrebleu", "meteor-nltk", "rouge-score", "exact-match"
+}
 
 
 def test_every_builtin_metric_is_registered() -> None:

@@ -190,3 +190,11 @@ def test_full_llm_option_trains_the_lm_in_stages_2_and_3_only():
     assert all(p.requires_grad for p in model.llm.parameters())
     assert not any(p.requires_grad for p in model.resampler.parameters())
     assert llm_ids
+
+
+def test_cora_model_implements_the_engine_protocol(tiny):
+    """The engine and serving are written against train.protocol.CoraModelLike."""
+    from cora_kit.train.protocol import CoraModelLike
+
+    assert isinstance(tiny, CoraModelLike)
+    assert tiny.latent_grid == tiny.resampler.output_grid(tiny.grid)

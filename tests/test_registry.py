@@ -119,6 +119,8 @@ class _FakeEntryPoint:
 
 
 def _fake_entry_points(monkeypatch, extra):
+    """Exactly the built-ins + ``extra`` are installed, and nothing pins the plugin set."""
+    monkeypatch.delenv("CORA_KIT_PLUGINS", raising=False)
     real = list(registry_module.entry_points(group="cora_kit"))
     builtins = [ep for ep in real if ep.dist.name == "cora-kit"]
     monkeypatch.setattr(registry_module, "entry_points", lambda group: builtins + extra)

@@ -20,7 +20,7 @@ BUILTINS = sorted(
 
 #: small configs so each forward/backward takes milliseconds
 SMALL: dict[str, dict] = {
-    "identity": {"in_dim": 16, "out_dim": 16},
+    "identity": {"in_dim": 16},
     "mlp": {"in_dim": 16, "out_dim": 12, "hidden_dim": 20},
     "bimamba": {"in_dim": 16, "out_dim": 12, "hidden_dim": 8, "num_layers": 2, "d_state": 4, "backend": "torch", "chunk": 3},
     "c-abstractor": {"in_dim": 16, "out_dim": 12, "hidden_dim": 8, "depth": 1, "pool_size": 2},
@@ -167,17 +167,25 @@ def test_backend_reported_by_registry_and_instance():
     assert model.backend == "torch scan"  # CPU tensors always run the torch scan
 
 
-def test_masked_drop_train_only():
+def test_masked_drop_masks_in_training_and_keeps_the_grid():
     model = cora_kit.create("resampler", "masked-drop", **SMALL["masked-drop"])
     x = torch.randn(2, 16, 16)
     model.train()
-    assert model(x, (4, 4)).shape == (2, 8, 12) and model.kept_indices.shape == (2, 8)
-    kept = model.kept_indices
-    assert (kept.diff(dim=1) > 0).all()
-    model.eval()
     y = model(x, (4, 4))
-    assert y.shape == (2, 16, 12) and model.kept_indices is None
-    assert torch.allclose(y, model.proj(x))
+    assert y.shape == (2, 16, 12) and model.output_grid((4, 4)) == (4, 4)
+    kept = model.kept_indices
+    assert kept.shape == (2, 8) and (kept.diff(dim=1) > 0).all()
+    full = model.proj(x)
+    for b in range(2):
+        dropped = sorted(set(range(16)) - set(kept[b].tolist()))
+        assert torch.allclose(y[b, kept[b]], full[b, kept[b]])  # kept tokens: the projection
+        assert torch.equal(y[b, dropped], model.mask_token.expand(len(dropped), -1))  # dropped: [MASK]
+    y.sum().backward()
+    assert model.mask_token.grad is not None and model.mask_token.grad.abs().sum() > 0
+    model.eval()
+    z = model(x, (4, 4))
+    assert z.shape == (2, 16, 12) and model.kept_indices is None
+    assert torch.allclose(z, model.proj(x))
 
 
 def test_pooling_grids():

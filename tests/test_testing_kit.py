@@ -193,6 +193,13 @@ class LenientMetric(Metric):
         return {"exact": sum(hits) / len(hits)}
 
 
+class DetachedLoss(OverlapLoss):
+    """Computes the loss from .item(): no gradient can reach the features."""
+
+    def forward(self, features, correspondences, grid):
+        return torch.tensor(float(features.float().pow(2).mean().item())), {}
+
+
 class _Broken:
     @hookimpl
     def register_resamplers(self, register):
@@ -210,6 +217,7 @@ class _Broken:
     def register_losses(self, register):
         register("not-scalar", ScalarLoss, params=PluginParams)
         register("nan-loss", NanLoss, params=PluginParams)
+        register("detached", DetachedLoss, params=PluginParams)
 
     @hookimpl
     def register_metrics(self, register):
@@ -259,7 +267,13 @@ def test_broken_resampler_fails_one_check(broken, name, check, fragment):
 
 
 def test_broken_losses_and_metric(broken):
-    assert "expected a 0-dim tensor" in _failures("loss", "not-scalar")["check_scalar_and_logs"]
+    not_scalar = _failures("loss", "not-scalar")
+    assert "expected a 0-dim tensor" in not_scalar["check_scalar_and_logs"]
+    for check in ("check_gradients_flow", "check_dtype_float32_bf16", "check_determinism_with_seed",
+                  "check_no_nan_on_constant_input", "check_identical_pairs_lower_than_random"):
+        assert "expected a 0-dim float tensor (see check_scalar_and_logs)" in not_scalar[check], check
+    detached = _failures("loss", "detached")
+    assert "does not require grad: it is detached from the features" in detached["check_gradients_flow"]
     nan = _failures("loss", "nan-loss")
     assert "for constant features" in nan["check_no_nan_on_constant_input"]
     assert "expected ValueError naming 'ghost#q'" in _failures("metric", "lenient")["check_rejects_mismatched_ids"]
@@ -299,7 +313,7 @@ def test_parametrize_checks_marks_one_case_per_check(broken):
 
 def test_small_params_and_overrides():
     spec = T.make_subject("resampler", "identity").spec
-    assert T.small_params(spec) == {"in_dim": 32, "out_dim": 32}
+    assert T.small_params(spec) == {"in_dim": 32}  # keeps its width: no out_dim
     mlp = T.make_subject("resampler", "mlp", {"hidden_dim": 64})
     assert mlp.params == {"in_dim": 32, "out_dim": 48, "hidden_dim": 64}
     assert mlp.make().net[0].out_features == 64

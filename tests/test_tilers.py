@@ -13,6 +13,23 @@ from cora_kit.errors import PluginParamsError
 py360 = pytest.importorskip("py360convert")
 
 
+@pytest.fixture(autouse=True)
+def py360convert_exact(monkeypatch):
+    """py360convert's scipy ``map_coordinates`` path (exact bilinear): with OpenCV installed
+    it would use ``cv2.remap``, whose 1/32-pixel position grid is not the float reference
+    these tests compare the torch backend against (the OpenCV backend is compared with
+    py360convert's OpenCV path in test_tilers_opencv.py)."""
+    import py360convert.utils as utils
+
+    monkeypatch.setattr(utils, "cv2", None)
+    samplers = (utils.EquirecSampler.from_perspective, utils.EquirecSampler.from_cubemap)
+    for cached in samplers:
+        cached.cache_clear()
+    yield
+    for cached in samplers:
+        cached.cache_clear()
+
+
 def smooth_erp(h: int = 256, w: int = 512) -> np.ndarray:
     """A smooth RGB image on the sphere in [0, 1] (constant at the poles), ``[h, w, 3]`` float32."""
     yy, xx = np.meshgrid((np.arange(h) + 0.5) / h, np.arange(w) / w, indexing="ij")
@@ -44,7 +61,7 @@ def test_registered_and_output_contract():
 def test_matches_py360convert_on_smooth_image(spacing, mean_tol, max_tol):
     img = smooth_erp(512, 1024)
     tiler = cora_kit.create("tiler", "e2p", ray_spacing=spacing, pitch_rings=[60, -60])
-    views = tiler(to_batch(img)).views[0].permute(0, 2, 3, 1).numpy()
+    views = tiler(to_batch(img)).views[0].permute(0, 2, 3, 1).numpy()  # float input: torch backend
     for i in (1, 4, 5, 8, 9, 14):  # yaws 0, 135, 180 (the seam), 315 and the +-60 rings
         diff = np.abs(views[i] - py360_tile(img, tiler.layout.views[i], 256))
         assert diff.mean() < mean_tol and diff.max() < max_tol, (tiler.layout.views[i], diff.mean(), diff.max())
@@ -64,9 +81,9 @@ def test_real_panorama_vs_py360convert(real_panoramas):
     """Mars: edge-to-edge spacing reproduces py360convert; true centres differ by half a pixel."""
     tiler_py = cora_kit.create("tiler", "e2p", ray_spacing="py360convert")
     tiler_c = cora_kit.create("tiler", "e2p")
-    x = tiler_py(real_panoramas["mars"]).views[0]
-    y = tiler_c(real_panoramas["mars"]).views[0]
     img = np.asarray(__import__("PIL.Image").Image.open(real_panoramas["mars"]).convert("RGB"), np.float32) / 255
+    x = tiler_py(to_batch(img)).views[0]  # float input: the torch backend (exact bilinear)
+    y = tiler_c(to_batch(img)).views[0]
     for i in (1, 5):  # yaw 0 and 180 (the seam)
         ref = torch.from_numpy(py360_tile(img, tiler_py.layout.views[i], 256)).permute(2, 0, 1)
         d_py, d_c = (x[i] - ref).abs(), (y[i] - ref).abs()
@@ -110,9 +127,11 @@ def test_global_view_is_a_box_filter():
 def test_input_kinds_and_errors(tmp_path):
     from PIL import Image
 
-    tiler = cora_kit.create("tiler", "e2p", size=16)
+    tiler = cora_kit.create("tiler", "e2p", size=16, backend="torch")
     u8 = torch.randint(0, 256, (1, 3, 32, 64), dtype=torch.uint8)
     assert torch.allclose(tiler(u8).views, tiler(u8.float() / 255).views, atol=1e-6)
+    auto = cora_kit.create("tiler", "e2p", size=16)  # uint8: OpenCV (test_tilers_opencv.py)
+    assert float((auto(u8).views - tiler(u8).views).abs().max()) < 3e-2
     assert tiler(u8[0]).views.shape == (1, 9, 3, 16, 16)
     Image.fromarray(u8[0].permute(1, 2, 0).numpy()).save(tmp_path / "pano.png")
     assert torch.allclose(tiler(tmp_path / "pano.png").views, tiler(u8).views)
@@ -143,8 +162,8 @@ def test_tile_command(tmp_path):
     pano = tmp_path / "pano.png"
     Image.fromarray((np.clip(smooth_erp(64, 128), 0, 1) * 255).astype(np.uint8)).save(pano)
     out = tmp_path / "sheet.png"
-    assert main(["tile", str(pano), "--out", str(out), "--layout", "cubemap", "--show-overlap"]) == 0
+    assert main(["tile", str(pano), "--out", str(out), "--tiler", "cubemap", "--show-overlap"]) == 0
     assert Image.open(out).size[0] > 200
     Image.new("RGB", (100, 70)).save(tmp_path / "odd.png")
     assert main(["tile", str(tmp_path / "odd.png"), "--out", str(out)]) == 2
-    assert main(["tile", str(pano), "--out", str(out), "--layout", "e2q"]) == 2
+    assert main(["tile", str(pano), "--out", str(out), "--tiler", "e2q"]) == 2

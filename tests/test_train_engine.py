@@ -37,7 +37,9 @@ def test_full_run_writes_every_output(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     for k in (1, 2, 3):
         assert ckpt.is_done(out / f"stage{k}")
-        assert result.stages[k].steps == {1: 6, 2: 4, 3: 4}[k]  # stage 2: 8 batches / accum 2
+        # stages 2-3 train on every annotation: 32 items x 2 references = 16 batches of 4;
+        # stage 2: 8 steps (accum 2) capped at max_steps 6, stage 3: capped at 4
+        assert result.stages[k].steps == {1: 6, 2: 6, 3: 4}[k]
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     refs = [json.loads(x) for x in (out / "references.jsonl").read_text().splitlines()]
     assert [p["id"] for p in preds] == [r["id"] for r in refs] == [f"test-{i}" for i in range(8)]
@@ -75,7 +77,8 @@ def test_resume_after_interrupt_gives_same_final_weights(tmp_path: Path, stop_st
         _run(tmp_path, "cut", evaluate=False, on_step=interrupt)
     cut = tmp_path / "cut" / f"stage{stop_stage}"
     assert ckpt.has_checkpoint(cut) and not ckpt.is_done(cut)
-    assert ckpt.load_resume_state(cut / "last.state.pt")["step"] == stop_step
+    ref = ckpt.find_checkpoint(cut)
+    assert ref.step == stop_step and ckpt.load_checkpoint(cut)[1]["step"] == stop_step
     _run(tmp_path, "cut", evaluate=False, resume=True)
     for k in (1, 2, 3):
         a = load_file(str(tmp_path / "full" / f"stage{k}" / "model.safetensors"))
@@ -85,21 +88,56 @@ def test_resume_after_interrupt_gives_same_final_weights(tmp_path: Path, stop_st
     assert _metric_rows(tmp_path / "full" / "metrics.jsonl") == _metric_rows(tmp_path / "cut" / "metrics.jsonl")
 
 
-def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path: Path) -> None:
+def _failing(at: int, once: bool):
     from test_train_fake import FakeCoraModel
 
     def factory(config, device):
         m = FakeCoraModel(config, device)
-        m.fail_at_call = 5  # stage 1: one loss call per step -> step 5 is NaN
+        m.fail_at_call, m.fail_once = at, once  # stage 1: one loss call per step
         return m
 
-    with pytest.raises(NonFiniteLossError, match=r"stage 1: loss is nan at step 5.*step 4") as err:
-        _run(tmp_path, config=tiny_config(**{"stages.stage1.max_steps": 8}), model_factory=factory)
-    assert err.value.step == 5
+    return factory
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+    """Every loss is NaN from step 5 on: the checkpoint of step 4 (whose weights gave the
+    first NaN, and NaN again on other items) is not good; step 2's is kept."""
+    with pytest.raises(NonFiniteLossError, match=r"stage 1: loss is nan at step 5.*good checkpoint: step 2.*"
+                       r"step 4 gives it on other items too and was removed") as err:
+        _run(tmp_path, config=tiny_config(**{"stages.stage1.max_steps": 8}), model_factory=_failing(5, once=False))
+    assert err.value.step == 5 and err.value.checkpoint_step == 2
     stage_dir = tmp_path / "r" / "stage1"
     weights, state = ckpt.load_checkpoint(stage_dir)
-    assert state["step"] == 4 and not ckpt.is_done(stage_dir)
+    assert state["step"] == 2 and not ckpt.is_done(stage_dir)
     assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_nan_from_one_batch_keeps_the_checkpoint_and_names_the_items(tmp_path: Path) -> None:
+    with pytest.raises(NonFiniteLossError, match=r"at step 5.*good checkpoint: step 4.*finite loss on other items"):
+        _run(tmp_path, config=tiny_config(**{"stages.stage1.max_steps": 8}), model_factory=_failing(5, once=True))
+    assert ckpt.load_checkpoint(tmp_path / "r" / "stage1")[1]["step"] == 4
+
+
+def test_diverged_weights_are_never_called_good(tmp_path: Path) -> None:
+    """Issue 18 case 7: lr 1e30 puts every weight at ~1e30 after step 1 (finite) and the
+    loss of step 2 is NaN: the step-1 checkpoint must not be named as good."""
+    cfg = tiny_config(**{"stages.stage1.lr": 1e30, "stages.stage1.checkpoint_every": 1,
+                         "stages.stage1.max_steps": 8, "stages.stage1.grad_clip": "null"})
+    with pytest.raises(NonFiniteLossError, match=r"at step 2; stopped \(no good checkpoint; the checkpoint of step 1") as err:
+        _run(tmp_path, config=cfg)
+    assert err.value.checkpoint_step is None
+    assert ckpt.find_checkpoint(tmp_path / "r" / "stage1") is None
+
+
+def test_non_finite_weights_are_never_saved(tmp_path: Path) -> None:
+    stage_dir = tmp_path / "stage1"
+    good = {"w": torch.ones(3)}
+    ckpt.save_checkpoint(stage_dir, good, {"step": 2, "optimizer": {"state": {0: {"exp_avg": torch.zeros(3)}}}})
+    with pytest.raises(CheckpointError, match=r"not saving step 4: optimizer.state.0.exp_avg holds NaN/Inf.*step 2"):
+        ckpt.save_checkpoint(stage_dir, good, {"step": 4, "optimizer": {"state": {0: {"exp_avg": torch.tensor([float("inf")])}}}})
+    with pytest.raises(CheckpointError, match=r"not saving step 4: w holds NaN/Inf"):
+        ckpt.save_checkpoint(stage_dir, {"w": torch.tensor([float("nan")])}, {"step": 4})
+    assert ckpt.find_checkpoint(stage_dir).step == 2
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path: Path) -> None:

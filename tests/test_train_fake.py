@@ -65,7 +65,8 @@ class FakeCoraModel(nn.Module):
         self.llm = nn.Linear(16, len(WORDS))
         self.lora_a = nn.Parameter(torch.zeros(16, 2))
         self.lora_b = nn.Parameter(torch.zeros(2, len(WORDS)))
-        self.fail_at_call: int | None = None  # tests: make lm/overlap loss NaN at this call
+        self.fail_at_call: int | None = None  # tests: make lm/overlap loss NaN from this call on
+        self.fail_once = False  # tests: ... at that call only (a bad batch, not bad weights)
         self._calls = 0
         self.to(device)
 
@@ -75,6 +76,8 @@ class FakeCoraModel(nn.Module):
 
     # --- encoder -----------------------------------------------------------------------
     def tile(self, erp: torch.Tensor) -> torch.Tensor:
+        if erp.dtype == torch.uint8:  # the Tiler contract: uint8 or float in [0,1]
+            erp = erp.float() / 255
         b = erp.shape[0]
         glob = F.interpolate(erp, size=(8, 8), mode="bilinear", align_corners=False)
         views = [glob]
@@ -108,7 +111,8 @@ class FakeCoraModel(nn.Module):
     # --- losses ------------------------------------------------------------------------
     def _maybe_fail(self, loss: torch.Tensor) -> torch.Tensor:
         self._calls += 1
-        if self.fail_at_call is not None and self._calls >= self.fail_at_call:
+        at = self.fail_at_call
+        if at is not None and (self._calls == at or (self._calls > at and not self.fail_once)):
             return loss * float("nan")
         return loss
 
@@ -127,7 +131,8 @@ class FakeCoraModel(nn.Module):
         return self.llm(z) + z @ self.lora_a @ self.lora_b
 
     def lm_loss(self, latent: torch.Tensor, queries: list[str], answers: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
-        target = torch.tensor([WORDS.index(a.split()[0]) for a in answers], device=latent.device)
+        # the colour word of each answer ("red panorama", or the paraphrase "a red panorama")
+        target = torch.tensor([next(WORDS.index(w) for w in a.split() if w in WORDS) for a in answers], device=latent.device)
         loss = F.cross_entropy(self._logits(latent), target)
         return self._maybe_fail(loss), {"ce": float(loss.detach())}
 
@@ -224,6 +229,12 @@ def fake_factory(config: CoraConfig, device: torch.device) -> FakeCoraModel:
 
 
 # --- checks of the stand-in itself -----------------------------------------------------
+
+
+def test_the_stand_in_implements_the_engine_protocol() -> None:
+    from cora_kit.train.protocol import CoraModelLike
+
+    assert isinstance(FakeCoraModel(resolve_config("tiny")), CoraModelLike)
 
 
 def test_fake_shapes_and_schedule() -> None:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cora_kit import hookimpl
-from cora_kit.interfaces import LLMAdapter, LLMParams
+from cora_kit.interfaces import LLMAdapter, LLMParams, hf_gradient_checkpointing
 
 
 class Gpt2Params(LLMParams):
@@ -112,6 +112,9 @@ class Gpt2Adapter(LLMAdapter):
         if self._lora:
             self.model = self.model.merge_and_unload()
             self._lora = False
+
+    def set_gradient_checkpointing(self, enabled: bool) -> str:
+        return hf_gradient_checkpointing(self.model, enabled)
 
     def save_pretrained(self, folder: Path) -> list[str]:
         self.model.save_pretrained(str(folder), safe_serialization=True)

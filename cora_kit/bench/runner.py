@@ -22,21 +22,30 @@ from pathlib import Path
 from typing import Any
 
 from cora_kit.bench.grid import Cell
-from cora_kit.config import CoraConfig, resolve_config
-from cora_kit.errors import CoraKitError
+from cora_kit.config import ConfigLayer, CoraConfig, override_layers, resolve_config
+from cora_kit.errors import ConfigError, CoraKitError
+from cora_kit.fs import write_text_atomic
+from cora_kit.plugin_options import parse_choice
 
 CellTrainer = Callable[[CoraConfig, Path, Path, Sequence[int]], Mapping[str, Any]]
 
 
 @dataclass
 class BenchSpec:
-    """What to run: the grid and how each cell's config is built."""
+    """What to run: the grid and how each cell's config is built.
+
+    A cell's config: preset < ``config_file`` < ``layers`` (an experiment file's
+    ``config:``) < the cell's own ``overrides`` (a sweep's ``set``) < ``extra`` (typed
+    flags: data, protocol) < the cell's plugin names and seed < ``overrides`` (``--set``) < ``resampler_options`` / ``loss_options`` (grid-wide
+    ``--resampler-opt`` / ``--loss-opt``) < the cell's own options (``vicreg:variant=pairwise``).
+    """
 
     cells: list[Cell]
     preset: str | None = None
     config_file: str | None = None
     overrides: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    layers: list[ConfigLayer] = field(default_factory=list)
     data: str | None = None
     stages: tuple[int, ...] = (1, 2, 3)
     resampler_options: dict[str, Any] = field(default_factory=dict)
@@ -51,28 +60,84 @@ class BenchProgress:
     failed: list[str] = field(default_factory=list)
 
 
-def _deep_update(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
+#: ``--set`` keys that the grid's axes own
+_AXIS_KEYS = {
+    "seed": "--seeds",
+    "model.resampler.name": "--resamplers",
+    "model.loss.name": "--losses",
+}
 
 
 def cell_config(spec: BenchSpec, cell: Cell) -> CoraConfig:
-    """The config of one cell: the shared config with this cell's plugins and seed."""
-    extra: dict[str, Any] = json.loads(json.dumps(spec.extra))
-    model: dict[str, Any] = {
-        "resampler": {"name": cell.resampler, "options": dict(spec.resampler_options)},
-        "loss": {"name": cell.loss, "options": dict(spec.loss_options)},
+    """The config of one cell: the shared config with this cell's plugins, options and seed."""
+    resampler = parse_choice(cell.resampler, "resampler")
+    loss = parse_choice(cell.loss, "loss")
+    model: dict[str, Any] = {"resampler": {"name": resampler.name}, "loss": {"name": loss.name}}
+    options = {
+        "resampler": {**spec.resampler_options, **resampler.options},
+        "loss": {**spec.loss_options, **loss.options},
     }
     if cell.tiler is not None:
-        model["tiler"] = {"name": cell.tiler}
-    _deep_update(extra, {"seed": cell.seed, "model": model})
+        tiler = parse_choice(cell.tiler, "tiler")
+        model["tiler"] = {"name": tiler.name}
+        options["tiler"] = tiler.options
+    layers = [*spec.layers, *override_layers(cell.overrides, "experiment sweep 'set'")]
+    typed = dict(spec.extra)
     if spec.data is not None:
-        _deep_update(extra, {"data": {"path": spec.data}})
-    return resolve_config(spec.preset, spec.config_file, [*spec.overrides, *cell.overrides], extra=extra)
+        typed["data"] = {**typed.get("data", {}), "path": spec.data}
+    if typed:
+        layers.append(ConfigLayer("command line", typed))
+    return resolve_config(
+        spec.preset, spec.config_file, spec.overrides, extra={"seed": cell.seed, "model": model},
+        layers=layers, plugin_options=options,
+    )
+
+
+def validate_spec(spec: BenchSpec) -> None:
+    """Every cell's config, plugin names and plugin options, before the first cell runs
+    (one ``ConfigError`` naming the cell and the option)."""
+    from cora_kit.config import validate_plugin_choices
+
+    axis_keys = dict(_AXIS_KEYS)
+    if any(c.tiler is not None for c in spec.cells):
+        axis_keys["model.tiler.name"] = "--tilers"
+    for flag, texts in (("--set", spec.overrides), ("a sweep's set:", {t for c in spec.cells for t in c.overrides})):
+        for text in texts:
+            key = text.split("=", 1)[0].strip()
+            if key in axis_keys:
+                raise ConfigError(f"{flag} {text}: '{key}' is an axis of the grid; use {axis_keys[key]}")
+    seen: dict[str, str] = {}
+    groups: set[tuple[str | None, str, str]] = set()
+    for cell in spec.cells:
+        if cell.group in groups:
+            continue  # seeds share everything else
+        groups.add(cell.group)
+        what = " x ".join(p for p in (cell.tiler, cell.resampler, cell.loss) if p is not None)
+        try:
+            config = cell_config(spec, cell)
+            validate_plugin_choices(config)
+            key = _effective(config)
+        except CoraKitError as exc:
+            raise ConfigError(f"grid cell {what}: {exc}") from None
+        if key in seen:
+            raise ConfigError(
+                f"grid cells {seen[key]} and {what} are the same configuration (same plugins, same"
+                " options once defaults apply): drop one"
+            )
+        seen[key] = what
+
+
+def _effective(config: CoraConfig) -> str:
+    """The cell's config with each axis plugin as (distribution:name, validated params)."""
+    from cora_kit.registry import REGISTRY
+
+    data = config.model_dump(mode="json")
+    data.pop("seed", None)
+    for kind in ("tiler", "resampler", "loss"):
+        choice = getattr(config.model, kind)
+        plugin = REGISTRY.lookup(kind, choice.name)
+        data["model"][kind] = [plugin.qualified_name, plugin.validate_params(dict(choice.options))]
+    return json.dumps(data, sort_keys=True, default=str)
 
 
 def is_finished(cell_dir: Path) -> bool:
@@ -95,10 +160,12 @@ def default_trainer(
 def cell_record(result: Any, config: CoraConfig) -> dict[str, Any]:
     """What the tables need from a finished run (``RunResult``)."""
     from cora_kit.eval.scoring import per_item_scores, read_kinds, read_predictions, read_references
+    from cora_kit.train.report import CONTROLS
 
     record: dict[str, Any] = {
         "run_dir": str(result.out_dir),
         "run_seconds": result.seconds,
+        # the largest count over the stages that ran; per stage in trainable_by_stage
         "trainable_params": max(
             (sum(st.trainable.values()) for st in result.stages.values() if st.trainable), default=0
         ),
@@ -111,29 +178,30 @@ def cell_record(result: Any, config: CoraConfig) -> dict[str, Any]:
     scores = (result.scores or {}).get("panorama") or {}
     record["unavailable"] = dict(scores.get("unavailable", {}))
     record["scores"] = {k: v for k, v in scores.items() if k != "unavailable"}
-    from cora_kit.train.report import CONTROLS
-
     for control in CONTROLS:
         ctrl = (result.scores or {}).get(control) or {}
         record[f"scores_{control}"] = {k: v for k, v in ctrl.items() if k != "unavailable"}
     pred_path = Path(result.out_dir) / "predictions.jsonl"
     ref_path = Path(result.out_dir) / "references.jsonl"
     if pred_path.is_file() and ref_path.is_file():
-        per_item, _ = per_item_scores(
+        per_item, missing = per_item_scores(
             read_predictions(pred_path), read_references(ref_path), config.eval.metrics,
             kinds=read_kinds(ref_path) or None,
         )
         record["per_item"] = per_item
+        record["per_item_missing"] = missing
     return record
 
 
 def run_grid(
     spec: BenchSpec,
     bench_dir: Path,
-    trainer: CellTrainer = default_trainer,
+    trainer: CellTrainer | None = None,
     on_cell: Callable[[Cell, str], None] | None = None,
 ) -> BenchProgress:
-    """Run every unfinished cell of ``spec`` under ``bench_dir``; failures are recorded."""
+    """Run every unfinished cell of ``spec`` under ``bench_dir``; failures are recorded.
+    ``trainer`` defaults to ``default_trainer`` (looked up at call time)."""
+    trainer = trainer or default_trainer
     bench_dir.mkdir(parents=True, exist_ok=True)
     progress = BenchProgress()
     shared_cache = bench_dir / "feature_cache"
@@ -155,7 +223,7 @@ def run_grid(
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one failing cell must not stop the grid
-            (cell_dir / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
+            write_text_atomic(cell_dir / "traceback.txt", traceback.format_exc())
             error = {
                 "status": "failed",
                 "cell": _cell_dict(cell),
@@ -163,15 +231,13 @@ def run_grid(
                 "user_error": isinstance(exc, CoraKitError),
                 "wall_time_s": time.perf_counter() - start,
             }
-            (cell_dir / "error.json").write_text(json.dumps(error, indent=2) + "\n", encoding="utf-8")
+            write_text_atomic(cell_dir / "error.json", json.dumps(error, indent=2) + "\n")
             progress.failed.append(cell.cell_id)
             if on_cell:
                 on_cell(cell, "failed")
             continue
         record.update(status="ok", cell=_cell_dict(cell), wall_time_s=time.perf_counter() - start)
-        tmp = cell_dir / "cell.json.tmp"
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-        tmp.replace(cell_dir / "cell.json")
+        write_text_atomic(cell_dir / "cell.json", json.dumps(record, indent=2, default=str) + "\n")
         progress.ran.append(cell.cell_id)
         if on_cell:
             on_cell(cell, "ok")

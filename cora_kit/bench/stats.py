@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -54,3 +54,49 @@ def paired_bootstrap_ci(
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
     return float(deltas.mean()), float(lo), float(hi)
+
+
+#: per seed, per metric key: ``{item id: score}`` (``per_item`` of each finished cell)
+SeedItems = Mapping[int, Mapping[str, Mapping[str, float]]]
+
+
+def seed_averaged_items(per_seed: SeedItems, metric: str) -> tuple[np.ndarray | None, str | None]:
+    """Per-item scores of one row averaged over its seeds ``[n_items]`` (items in id order).
+
+    Returns ``(values, None)``, or ``(None, reason)`` when no seed has per-item scores for
+    ``metric`` or the seeds were scored on different items.
+    """
+    seeds = [s for s in sorted(per_seed) if per_seed[s].get(metric)]
+    if not seeds:
+        return None, "no per-item scores"
+    ids = sorted(per_seed[seeds[0]][metric])
+    if any(sorted(per_seed[s][metric]) != ids for s in seeds[1:]):
+        return None, "the seeds were scored on different items"
+    values = np.array([[per_seed[s][metric][i] for i in ids] for s in seeds], dtype=np.float64)
+    return values.mean(axis=0), None
+
+
+def paired_delta(
+    candidate: SeedItems, baseline: SeedItems, metric: str, n_resamples: int = 10_000
+) -> tuple[tuple[float, float, float], str | None]:
+    """Paired difference candidate - baseline over the same items and seeds: per item,
+    the difference averaged over the seeds both rows finished, then ``paired_bootstrap_ci``.
+
+    Returns ``((mean, ci_low, ci_high), None)`` or ``((nan, nan, nan), reason)``.
+    """
+    nan3 = (math.nan, math.nan, math.nan)
+    seeds = sorted(s for s in set(candidate) & set(baseline)
+                   if candidate[s].get(metric) and baseline[s].get(metric))
+    if not seeds:
+        return nan3, "no seed with per-item scores in both rows"
+    per_seed, ids0 = [], None
+    for s in seeds:
+        c, b = candidate[s][metric], baseline[s][metric]
+        ids = sorted(set(c) & set(b))
+        if ids0 is not None and ids != ids0:
+            return nan3, "the seeds were scored on different items"
+        if not ids:
+            return nan3, "the rows share no scored item"
+        ids0 = ids
+        per_seed.append(np.array([c[i] - b[i] for i in ids], dtype=np.float64))
+    return paired_bootstrap_ci(np.mean(per_seed, axis=0), n_resamples), None

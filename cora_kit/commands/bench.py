@@ -1,53 +1,45 @@
 """``cora-kit bench``: ablation tables of (tilers x) resamplers x losses x seeds.
 
     cora-kit bench --resamplers mlp,bimamba --losses none,densecl --seeds 3 [--preset tiny]
-    cora-kit bench configs/experiments/paper-resamplers.yaml   (a grid, or base + sweeps)
-    cora-kit bench merge bench/NAME
+    cora-kit bench --losses vicreg:variant=batchwise,vicreg:variant=pairwise --resamplers bimamba
+    cora-kit bench configs/experiments/paper-table1.yaml --data data/quic360
+    cora-kit bench configs/experiments/synth-claims.yaml       # base + one-axis sweeps
+    cora-kit bench merge bench/A [bench/B ...] [--out OUT] [--baseline R:L]
+    cora-kit bench report bench/NAME          # bench/NAME/report.html (cora_kit.bench.html_report)
+
+``bench`` is a command group whose default command is ``run`` (``cora-kit bench ARGS`` is
+``cora-kit bench run ARGS`` unless ARGS starts with a sub-command name).
 """
 
 from __future__ import annotations
 
 import json
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-from cora_kit.bench.grid import Cell, build_grid, load_experiment, parse_shard, shard_cells
-from cora_kit.bench.merge import merge
-from cora_kit.bench.runner import BenchSpec, run_grid
 from cora_kit.errors import ConfigError
-from cora_kit.eval.scoring import DEFAULT_METRICS
 
 
-def _split(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
+class _DefaultRunGroup(TyperGroup):
+    """Routes ``cora-kit bench [ARGS]`` to ``bench run`` unless ARGS names a sub-command."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
 
 
-def _options(pairs: list[str], flag: str) -> dict[str, Any]:
-    from cora_kit.config import parse_override
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        keys, value = parse_override(pair)
-        if len(keys) != 1:
-            raise ConfigError(f"{flag} takes key=value with a plain key; got {pair!r}")
-        out[keys[0]] = value
-    return out
-
-
-def _validate_names(cells: list[Cell]) -> None:
-    from cora_kit.registry import REGISTRY
-
-    for kind, names in (
-        ("resampler", {c.resampler for c in cells}),
-        ("loss", {c.loss for c in cells}),
-        ("tiler", {c.tiler for c in cells if c.tiler}),
-    ):
-        for name in sorted(names):
-            REGISTRY.lookup(kind, name)
+app = typer.Typer(
+    cls=_DefaultRunGroup,
+    help="Ablation grids: `cora-kit bench ...` (same as `bench run`) runs one; `cora-kit bench merge DIR...` builds tables.",
+    add_completion=False,
+)
 
 
 def _versions() -> dict[str, Any]:
@@ -59,10 +51,17 @@ def _versions() -> dict[str, Any]:
             "machine": platform.platform()}
 
 
-def bench(
-    args: list[str] = typer.Argument(None, help="EXPERIMENT.yaml, or 'merge BENCH_DIR'."),
-    resamplers: str = typer.Option(None, "--resamplers", help="Comma-separated resampler names."),
-    losses: str = typer.Option(None, "--losses", help="Comma-separated overlap loss names."),
+@app.command("run")
+def bench_run(
+    experiment: Path = typer.Argument(
+        None, metavar="EXPERIMENT", help="Experiment YAML (configs/experiments/NAME.yaml)."
+    ),
+    resamplers: str = typer.Option(
+        None, "--resamplers", help="Comma-separated resampler choices: name, dist:name or name:key=value (options)."
+    ),
+    losses: str = typer.Option(
+        None, "--losses", help="Comma-separated loss choices, e.g. none,vicreg:variant=pairwise."
+    ),
     tilers: str = typer.Option(None, "--tilers", help="Comma-separated tilers: adds the tiler axis."),
     seeds: int = typer.Option(None, "--seeds", help="Seeds per cell (default 3)."),
     preset: str = typer.Option(None, "--preset", help="Preset (tiny, paper)."),
@@ -70,86 +69,173 @@ def bench(
     data: str = typer.Option(None, "--data", help="Dataset folder or CSV (default: synthetic)."),
     stages: str = typer.Option(None, "--stages", help="Stages to run, e.g. 1,2,3."),
     out: Path = typer.Option(None, "--out", help="Bench folder (default bench/<name>)."),
-    baseline: str = typer.Option(None, "--baseline", help="resampler:loss for paired deltas + 95% CI."),
+    baseline: str = typer.Option(
+        None, "--baseline", help="Row for paired deltas + 95% CI: resampler:loss or tiler:resampler:loss."
+    ),
+    protocol: str = typer.Option(None, "--protocol", help="Scoring protocol: grouped (default) or paper."),
     shard: str = typer.Option(None, "--shard", help="i/n: run only this deterministic subset of cells."),
     resampler_opt: list[str] = typer.Option([], "--resampler-opt", help="k=v for every resampler."),
     loss_opt: list[str] = typer.Option([], "--loss-opt", help="k=v for every loss."),
     overrides: list[str] = typer.Option([], "--set", help="key.path=value for every cell."),
     no_shared_cache: bool = typer.Option(False, "--no-shared-cache", help="Cache per cell (for comparison)."),
+    logger: list[str] = typer.Option(
+        [], "--logger", help="Tracker for every cell besides metrics.jsonl: tensorboard, wandb, mlflow (repeatable)."
+    ),
 ) -> None:
-    """Run an ablation grid (every cell a normal run) and write table.{csv,md,tex,json} + plot.png."""
+    """Run an ablation grid (every cell a normal run) and write table.{csv,md,tex,json} + plot.png.
+
+    Every cell's config, plugin names and options, and --baseline are checked before the first cell runs. `cora-kit bench merge DIR... --out OUT` rebuilds or merges tables.
+    """
+    from cora_kit.bench.merge import merge
+    from cora_kit.bench.runner import run_grid
+    from cora_kit.fs import write_text_atomic
+
     console = Console()
-    args = list(args or [])
-    if args and args[0] == "merge":
-        if len(args) != 2:
-            raise ConfigError("usage: cora-kit bench merge BENCH_DIR")
-        merge(Path(args[1]), baseline=baseline, console=console)
-        return
-    if len(args) > 1:
-        raise ConfigError(f"unexpected arguments: {' '.join(args[1:])}")
-    exp = load_experiment(args[0]) if args else None
-    name = exp.name if exp else "grid"
-    n_seeds = seeds or (exp.seeds if exp else 3)
-    stage_list = tuple(int(s) for s in _split(stages)) if stages else tuple(exp.stages if exp else (1, 2, 3))
-    if exp is not None and exp.sweeps is not None:
-        if resamplers or losses or tilers:
-            raise ConfigError(f"{args[0]} defines sweeps; --resamplers/--losses/--tilers do not apply to it")
-        cells = exp.cells(n_seeds)
-        res_list = sorted({c.resampler for c in cells})
-        loss_list = sorted({c.loss for c in cells})
-        tiler_list = sorted({c.tiler for c in cells if c.tiler}) or None
-    else:
-        res_list = _split(resamplers) or (exp.resamplers or [] if exp else [])
-        loss_list = _split(losses) or (exp.losses or [] if exp else [])
-        tiler_list = _split(tilers) or (exp.tilers if exp and exp.tilers else None)
-        if not res_list or not loss_list:
-            raise ConfigError("give --resamplers and --losses, or an experiment YAML file")
-        cells = build_grid(res_list, loss_list, n_seeds, tiler_list)
-    _validate_names(cells)
-    if shard:
-        i, n = parse_shard(shard)
-        cells = shard_cells(cells, i, n)
-    bench_dir = out or Path("bench") / name
-    spec = BenchSpec(
-        cells=cells,
-        preset=preset or (exp.preset if exp else None),
-        config_file=str(config) if config else None,
-        overrides=list(overrides),
-        extra=dict(exp.config) if exp else {},
-        data=data,
-        stages=stage_list,
-        resampler_options=_options(resampler_opt, "--resampler-opt"),
-        loss_options=_options(loss_opt, "--loss-opt"),
-        use_shared_cache=not no_shared_cache,
+    grid = _plan(
+        experiment, resamplers=resamplers, losses=losses, tilers=tilers, seeds=seeds, preset=preset,
+        config=config, data=data, stages=stages, protocol=protocol, resampler_opt=resampler_opt,
+        loss_opt=loss_opt, overrides=overrides, shared_cache=not no_shared_cache, baseline=baseline,
+        logger=logger,
     )
-    from cora_kit.bench.runner import cell_config
+    if shard:
+        from cora_kit.bench.grid import parse_shard, shard_cells
 
-    metrics = list(cell_config(spec, cells[0]).eval.metrics) if cells else list(DEFAULT_METRICS)
+        grid.spec.cells = shard_cells(grid.spec.cells, *parse_shard(shard))
+    bench_dir = out or Path("bench") / grid.meta["name"]
     bench_dir.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "name": name, "resamplers": res_list, "losses": loss_list, "tilers": tiler_list,
-        "seeds": n_seeds, "stages": list(stage_list), "baseline": baseline or (exp.baseline if exp else None),
-        "metrics": metrics, "versions": _versions(),
-    }
-    if exp is not None and exp.base is not None:  # sweeps: the baseline is taken at the base's tiler
-        meta["base"] = exp.base.model_dump()
-        meta["baseline_tiler"] = exp.base.tiler
-    (bench_dir / "bench.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    console.print(f"[bold]bench[/] {name}: {len(cells)} cell(s) -> {bench_dir}")
+    write_text_atomic(bench_dir / "bench.json", json.dumps(grid.meta, indent=2) + "\n")
+    console.print(f"[bold]bench[/] {grid.meta['name']}: {len(grid.spec.cells)} cell(s) -> {bench_dir}", highlight=False)
 
-    def on_cell(cell: Cell, status: str) -> None:
+    def on_cell(cell: Any, status: str) -> None:
         style = {"ok": "green", "skipped": "dim", "failed": "red"}[status]
-        console.print(f"  [{style}]{status:>7}[/] {cell.cell_id}")
+        console.print(f"  [{style}]{status:>7}[/] {cell.cell_id}", highlight=False)
 
-    progress = run_grid(spec, bench_dir, on_cell=on_cell)
+    progress = run_grid(grid.spec, bench_dir, on_cell=on_cell)
     console.print(
         f"ran {len(progress.ran)}, skipped {len(progress.skipped)} finished, failed {len(progress.failed)}"
     )
     if shard:
         console.print(f"shard {shard} done; build the tables with: cora-kit bench merge {bench_dir}")
+        if progress.failed:
+            raise typer.Exit(1)
         return
-    merge(bench_dir, metrics=metrics, baseline=meta["baseline"], console=console)
+    merge(bench_dir, requested=grid.meta["metrics"], console=console)
+    if progress.failed:  # the tables are written; the exit code still says a cell failed
+        console.print(f"{len(progress.failed)} cell(s) failed: see cells/<cell>/error.json and traceback.txt")
+        raise typer.Exit(1)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("bench")(bench)
+@dataclass
+class _Grid:
+    spec: Any  # BenchSpec
+    meta: dict[str, Any]
+
+
+def _plan(experiment: Path | None, *, resamplers: str | None, losses: str | None, tilers: str | None,
+          seeds: int | None, preset: str | None, config: Path | None, data: str | None,
+          stages: str | None, protocol: str | None, resampler_opt: list[str], loss_opt: list[str],
+          overrides: list[str], shared_cache: bool, baseline: str | None, logger: list[str]) -> _Grid:
+    """The grid from the flags and the experiment file, every cell and the baseline checked
+    (ConfigError before any work), and what bench.json records."""
+    from cora_kit.bench.baseline import resolve_baseline
+    from cora_kit.bench.grid import build_grid, load_experiment
+    from cora_kit.bench.runner import BenchSpec, cell_config, validate_spec
+    from cora_kit.commands.run import parse_stages
+    from cora_kit.plugin_options import parse_option_pairs, split_choices
+
+    exp = load_experiment(experiment) if experiment else None
+    n_seeds = seeds if seeds is not None else (exp.seeds if exp else 3)
+    stage_list = parse_stages(stages) if stages else tuple(exp.stages if exp else (1, 2, 3))
+    if data is not None and not Path(data).exists():
+        raise ConfigError(f"--data {data}: no such file or folder")
+    if protocol is not None and protocol not in ("grouped", "paper"):
+        raise ConfigError(f"--protocol must be grouped or paper; got {protocol!r}")
+    if exp is not None and exp.sweeps is not None:
+        if resamplers or losses or tilers:
+            raise ConfigError(f"{experiment} defines sweeps; --resamplers/--losses/--tilers do not apply to it")
+        cells = exp.cells(n_seeds)
+    else:
+        res_list = split_choices(resamplers) or (exp.axis("resamplers") if exp else [])
+        loss_list = split_choices(losses) or (exp.axis("losses") if exp else [])
+        tiler_list = split_choices(tilers) or (exp.axis("tilers") if exp else None)
+        if not res_list or not loss_list:
+            raise ConfigError("give --resamplers and --losses, or an experiment YAML file")
+        cells = build_grid(res_list, loss_list, n_seeds, tiler_list)
+    typed: dict[str, Any] = {"eval": {"protocol": protocol}} if protocol else {}
+    if logger:
+        from cora_kit.commands.run import parse_loggers
+
+        typed["logging"] = {"loggers": parse_loggers(logger), "group": exp.name if exp else "grid"}
+    spec = BenchSpec(
+        cells=cells,
+        preset=preset or (exp.preset if exp else None),
+        config_file=str(config) if config else None,
+        overrides=list(overrides),
+        extra=typed,
+        layers=[exp.config_layer()] if exp else [],
+        data=data,
+        stages=stage_list,
+        resampler_options=parse_option_pairs(resampler_opt, "--resampler-opt"),
+        loss_options=parse_option_pairs(loss_opt, "--loss-opt"),
+        use_shared_cache=shared_cache,
+    )
+    validate_spec(spec)  # the whole grid, before any work
+    text = baseline or (exp.baseline if exp else None)
+    rows = [c.group for c in cells]
+    resolved = resolve_baseline(text, rows) if text else None
+    base = exp.base_row() if exp else None
+    base_tiler = base[0] if base else None
+    if resolved is not None and base_tiler and not resolved.tiler_given:  # sweeps: at the base's tiler
+        resolved = resolve_baseline(f"{base_tiler}:{resolved.label}", rows)
+
+    def axis(values: list[str | None]) -> list[str]:
+        return list(dict.fromkeys(v for v in values if v))
+
+    meta = {
+        "name": exp.name if exp else "grid",
+        "resamplers": axis([c.resampler for c in cells]), "losses": axis([c.loss for c in cells]),
+        "tilers": axis([c.tiler for c in cells]) or None, "seeds": n_seeds, "stages": list(stage_list),
+        "baseline": resolved.label if resolved else None, "protocol": protocol or "grouped",
+        "metrics": list(cell_config(spec, cells[0]).eval.metrics), "versions": _versions(),
+    }
+    if exp is not None and base is not None:  # sweeps: the baseline is taken at the base's tiler
+        meta["base"] = dict(zip(("tiler", "resampler", "loss"), base))
+        meta["sweeps"] = [s.model_dump(exclude_none=True) for s in exp.sweeps or []]
+        meta["baseline_tiler"] = base_tiler
+    return _Grid(spec, meta)
+
+
+@app.command("merge")
+def bench_merge(
+    bench_dirs: list[Path] = typer.Argument(
+        ..., metavar="DIR", help="Bench folders (shards of one grid, or several grids)."
+    ),
+    out: Path = typer.Option(None, "--out", help="Where the tables go (needed for several folders)."),
+    baseline: str = typer.Option(None, "--baseline", help="resampler:loss or tiler:resampler:loss."),
+) -> None:
+    """Build table.{csv,md,tex,json} + plot.png from the finished cells of one or more grids.
+
+    A cell found in two folders counts once when its settings agree (an error otherwise).
+    """
+    from cora_kit.bench.merge import merge
+
+    missing = [str(d) for d in bench_dirs if not d.is_dir()]
+    if missing:
+        raise ConfigError(f"bench merge: no such folder: {missing[0]}")
+    merge(list(bench_dirs), out=out, baseline=baseline, console=Console())
+
+
+@app.command("report")
+def bench_report(
+    bench_dir: Path = typer.Argument(..., metavar="DIR", help="A bench folder with finished cells."),
+) -> None:
+    """Write DIR/report.html: the table, the plot, and the test items with every cell's prediction."""
+    from cora_kit.bench.html_report import write_report
+
+    if not bench_dir.is_dir():
+        raise ConfigError(f"bench report: no such folder: {bench_dir}")
+    Console().print(f"wrote {write_report(bench_dir)}", highlight=False)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="bench")

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cora_kit.errors import CoraKitError, UnknownPluginError
@@ -79,13 +80,14 @@ def check_plugin(
     else:
         console = Console()
         for k, qualified, results in all_results:
-            table = Table(title=f"{k} {qualified}", title_justify="left")
+            table = Table(title=escape(f"{k} {qualified}"), title_justify="left")
             table.add_column("check", no_wrap=True)
             table.add_column("status", no_wrap=True)
             table.add_column("message", overflow="fold")
             table.add_column("s", justify="right")
             for r in results:
-                table.add_row(r.check, f"[{_STYLE[r.status]}]{r.status}[/]", r.message, f"{r.seconds:.2f}")
+                # messages are plain text (shapes like [2, 256, 48]): never rich markup
+                table.add_row(r.check, f"[{_STYLE[r.status]}]{r.status}[/]", escape(r.message), f"{r.seconds:.2f}")
             console.print(table)
         n = sum(len(rs) for _, _, rs in all_results)
         summary = f"{len(targets)} plugin(s), {n} checks, {len(failed)} failed"

@@ -76,23 +76,108 @@ def _report_skips(report) -> None:
 @data_app.command("check")
 def check(
     path: Path = typer.Argument(..., help="A CSV, or a folder with <split>.csv (e.g. data/synth)."),
-    split: str = typer.Option("train", "--split"),
+    split: str = typer.Option(None, "--split", help="Split to check (default: every split the folder has)."),
     image_root: Path = _IMAGE_ROOT,
     on_bad_row: str = _ON_BAD_ROW,
     stage1: bool = typer.Option(
         False, "--stage1", help="Load as Stage-1 images (a folder of panoramas works)."
     ),
 ) -> None:
-    """Load a split and print what was read and what was skipped (and why)."""
-    from cora_kit.data.csv_loaders import load_images, load_split
+    """Load the splits and print what was read and what was skipped (and why)."""
+    from cora_kit.data.csv_loaders import SPLIT_FILES, find_split_file, load_images, load_split
 
     loader = load_images if stage1 else load_split
-    report = loader(path, split, image_root, on_bad_row)
-    typer.echo(report.summary())
-    for line in report.problems[:20]:
-        typer.echo(f"  {line}")
-    if len(report.problems) > 20:
-        typer.echo(f"  ... and {len(report.problems) - 20} more")
+    if split is not None or not path.is_dir():
+        splits = [split or "train"]
+    else:
+        splits = [k for k in SPLIT_FILES if _has_split(path, k, find_split_file)] or ["train"]
+    for name in splits:
+        report = loader(path, name, image_root, on_bad_row)
+        typer.echo(report.summary())
+        for line in report.problems[:20]:
+            typer.echo(f"  {line}")
+        if len(report.problems) > 20:
+            typer.echo(f"  ... and {len(report.problems) - 20} more")
+
+
+def _has_split(folder: Path, split: str, find) -> bool:
+    try:
+        find(folder, split)
+    except DataError:
+        return False
+    return True
+
+
+@data_app.command("fetch")
+def fetch(
+    src: Path = typer.Argument(..., help="Dataset folder (train/val/test CSVs, QuIC-360 columns) or one CSV."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write: images/, the CSVs, fetch-report.json."),
+    workers: int = typer.Option(8, "--workers", "-j", min=1, help="Parallel downloads."),
+    retries: int = typer.Option(3, "--retries", min=0, help="Extra attempts after a 5xx, connection error or timeout."),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.001, help="Seconds to wait to connect / for data."),
+    backoff: float = typer.Option(1.0, "--backoff", min=0.0, help="First retry waits this many seconds, then 2x each time."),
+) -> None:
+    """Download every image URL once (hash-named, resumable, checked 2:1) into a dataset folder.
+
+    Exit 0 when every URL was fetched, 1 when some failed (fetch-report.json says which), 2 on bad input.
+    """
+    from cora_kit.data.fetch import REPORT_NAME, FetchOptions, fetch_dataset
+
+    options = FetchOptions(workers=workers, retries=retries, timeout=timeout, backoff=backoff)
+    console = Console(stderr=True)
+    with _FetchProgress(console) as progress:
+        report = fetch_dataset(src, out, options, progress=progress)
+    typer.echo(
+        f"{report.urls} URLs: {report.fetched} fetched, {report.already_present} already present, "
+        f"{len(report.failed)} failed ({report.bytes_downloaded / 1e6:.1f} MB in {report.seconds:.1f} s); "
+        f"report: {out / REPORT_NAME}"
+    )
+    for name, c in report.csvs.items():
+        typer.echo(f"  {out / name}: {c['written']} of {c['rows']} rows")
+    for f in report.failed[:10]:
+        console.print(f"  failed: {f['url']}: {f['reason']}", highlight=False, soft_wrap=True)
+    if len(report.failed) > 10:
+        console.print(f"  ... and {len(report.failed) - 10} more (see {out / REPORT_NAME})", highlight=False)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+class _FetchProgress:
+    """A rich progress bar for ``fetch_dataset``: images done / total, MB/s, images/s, ETA."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("fetch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+            transient=False, disable=not console.is_terminal,
+        )
+        self.task = self.progress.add_task("fetch", total=None, rate="")
+        self.bytes = 0
+        self.files = 0
+        self.t0 = time.perf_counter()
+
+    def __enter__(self) -> _FetchProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: str, n: int) -> None:
+        if event == "total":
+            self.progress.update(self.task, total=n)
+            return
+        if event == "bytes":
+            self.bytes += n
+        elif event == "file":
+            self.files += n
+        dt = max(time.perf_counter() - self.t0, 1e-6)
+        rate = f"{self.bytes / dt / 1e6:.1f} MB/s {self.files / dt:.1f} img/s"
+        self.progress.update(self.task, advance=n if event == "file" else 0, rate=rate)
 
 
 @data_app.command("show")

@@ -2,25 +2,26 @@
 
     cora-kit eval --predictions preds.jsonl --references refs.jsonl [--metrics a,b] [--json]
     cora-kit eval --run runs/NAME            # runs/NAME/predictions.jsonl + references.jsonl
+    cora-kit eval --run runs/NAME --protocol paper   # the CORA paper's per-row scoring
     cora-kit eval setup-wordnet [--source /usr/share/wordnet] [--dest ~/nltk_data]
 
 A run folder holds ``predictions.jsonl`` (``{"id", "prediction"}``) and, written beside it
 by ``cora-kit run``, ``references.jsonl`` (``{"id", "references": [...]}``: all references
 of each (image, query) of the dataset's test split). ``--run`` does not touch the run's
 own ``scores.json`` (written by ``cora-kit run``, with its control conditions); ``--out``
-writes the ``--json`` object to a file. File formats: ``cora_kit.eval.scoring``.
+writes the ``--json`` object to a file. File formats: ``cora_kit.eval.scoring``;
+protocols (``grouped``, ``paper``): ``cora_kit.eval.protocols``.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cora_kit.errors import CoraKitError
@@ -52,23 +53,50 @@ def _metric_params(names: list[str], timeout: float | None, corenlp: Path | None
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from cora_kit.fs import write_text_atomic
+
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
-def _print_table(report: scoring.ScoreReport, title: str) -> None:
+_NOT_METRICS = ("protocol", "num_items", "num_rows", "unavailable", "implementations", "truncated")
+
+
+def _print_table(payload: dict[str, Any], title: str) -> None:
     console = Console()
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("note")
-    for name, value in report.values.items():
-        if math.isnan(value):
-            table.add_row(name, "[red]NaN[/]", report.unavailable.get(name, ""))
+    notes = payload.get("implementations", {})
+    for name, value in payload.items():
+        if name in _NOT_METRICS:
+            continue
+        if value is None:
+            table.add_row(escape(name), "[red]NaN[/]", escape(payload["unavailable"].get(name, "")))
         else:
-            table.add_row(name, f"{value:.4f}", "")
+            table.add_row(escape(name), f"{value:.4f}", escape(notes.get(name, "")))
     console.print(table)
+
+
+def _input_files(predictions: Path | None, references: Path | None, run: Path | None) -> tuple[Path, Path]:
+    """--predictions/--references, or the files of a --run folder (explicit ones win)."""
+    if run is not None:
+        if not run.is_dir():
+            raise CoraKitError(f"run folder {run} not found")
+        predictions = predictions or run / "predictions.jsonl"
+        if references is None:
+            references = run / "references.jsonl"
+            if not references.is_file():
+                raise CoraKitError(
+                    f"{references} not found: 'cora-kit run' writes it beside predictions.jsonl;"
+                    " pass --references to score against another file"
+                )
+    if predictions is None or references is None:
+        raise CoraKitError(
+            "give --predictions and --references, or --run runs/NAME"
+            " (see 'cora-kit eval --help')"
+        )
+    return predictions, references
 
 
 @eval_app.callback()
@@ -103,45 +131,56 @@ def eval_command(
         " (or $CORA_KIT_SPICE_CORENLP_DIR).",
     ),
     strict: bool = typer.Option(False, "--strict", help="Fail instead of reporting NaN."),
+    max_chars: int = typer.Option(
+        scoring.MAX_CAPTION_CHARS, "--max-chars", min=1,
+        help="Captions longer than this many characters are truncated (with a warning) before scoring.",
+    ),
+    protocol: str = typer.Option(
+        "grouped", "--protocol",
+        help="grouped: each prediction against all references of its (image, query) (default);"
+        " paper: every reference row alone, with the CORA paper's implementations (sacrebleu BLEU-4,"
+        " NLTK METEOR, rouge-score ROUGE-L, pycocoevalcap CIDEr/SPICE).",
+    ),
 ) -> None:
     """Score predictions: --predictions + --references, or --run runs/NAME."""
     if ctx.invoked_subcommand is not None:
         return
-    if run is not None:
-        if not run.is_dir():
-            raise CoraKitError(f"run folder {run} not found")
-        predictions = predictions or run / "predictions.jsonl"
-        if references is None:
-            references = run / "references.jsonl"
-            if not references.is_file():
-                raise CoraKitError(
-                    f"{references} not found: 'cora-kit run' writes it beside predictions.jsonl;"
-                    " pass --references to score against another file"
-                )
-    if predictions is None or references is None:
-        raise CoraKitError(
-            "give --predictions and --references, or --run runs/NAME"
-            " (see 'cora-kit eval --help')"
-        )
+    predictions, references = _input_files(predictions, references, run)
+    from cora_kit.eval import protocols
+
+    protocols.check_protocol(protocol)
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     if not names:
         raise CoraKitError("--metrics is empty")
-    report = scoring.score_files(
-        predictions,
-        references,
+    plugins = names if protocol == "grouped" else [
+        *(protocols.PAPER_METRICS[c][0] for c in protocols.paper_columns(names)), *protocols.grouped_extras(names)
+    ]
+    payload = protocols.score_protocol(
+        scoring.read_predictions(predictions),
+        scoring.read_references(references),
+        protocol,
         names,
-        params=_metric_params(names, timeout, spice_corenlp_dir),
+        params=_metric_params(plugins, timeout, spice_corenlp_dir),
         strict=strict,
+        max_chars=max_chars,
+        kinds=scoring.read_kinds(references) or None,
     )
-    payload = report.to_json()
+    if payload.get("truncated"):
+        t = payload["truncated"]
+        Console(stderr=True).print(
+            f"warning: {t['predictions']} prediction(s) and the references of {t['references']} id(s) were longer"
+            f" than {t['max_chars']} characters and were truncated before scoring (--max-chars)",
+            highlight=False, soft_wrap=True,
+        )
     if out is not None:
         _write_json(out, payload)
     if as_json:
         typer.echo(json.dumps(payload))
         return
-    _print_table(report, f"{predictions} ({report.count} predictions)")
+    rows = f", {payload['num_rows']} reference rows" if "num_rows" in payload else ""
+    _print_table(payload, f"{predictions} ({payload['num_items']} predictions{rows}; protocol {protocol})")
     if out is not None:
-        Console().print(f"wrote {out}", highlight=False)
+        Console().print(f"wrote {out}", highlight=False, markup=False)
 
 
 @eval_app.command("setup-wordnet")

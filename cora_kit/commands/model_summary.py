@@ -55,14 +55,27 @@ ACT_LORA_LAYER = 10  # extra per LLM layer when LoRA trains (dropout copies of 7
 ACT_LOGITS = 3.5  # x vocab, float32 (logits, softmax, gradient)
 ACT_RESAMPLER = 200  # per view token, x latent dim (resampler + overlap head + loss)
 ACT_ENCODER_BLOCK = 16  # per trainable encoder block, x encoder width
+#: with ``model.gradient_checkpointing`` a layer keeps only its input (measured 1.5 values
+#: per token x width on CPU: benchmarks/grad_checkpointing.py); during backward one layer
+#: at a time is recomputed and holds its full amount again
+ACT_CHECKPOINTED_LAYER = 1.5
 
 
-def memory_estimate(model: Any, stage: int, batch_size: int, act_bytes: int = 4) -> dict[str, float]:
+def _checkpointed(per_layer: float, layers: int) -> float:
+    """Activation values of a ``layers``-deep stack when checkpointed: every layer's input
+    plus one layer recomputed at a time (``per_layer`` each without checkpointing)."""
+    return layers * ACT_CHECKPOINTED_LAYER + per_layer if layers else 0.0
+
+
+def memory_estimate(model: Any, stage: int, batch_size: int, act_bytes: int = 4,
+                    checkpointing: bool = False) -> dict[str, float]:
     """Training memory (GiB) of one step at ``batch_size``: fp32 weights + fp32 grads and
     AdamW states of the trainable part + activations (``act_bytes`` per value: 4 fp32,
     2 under bf16 autocast; LM logits stay fp32). Activations are the coefficients above
     times the token counts: an estimate to size hardware, calibrated on the paper preset
-    with BiMamba; other resamplers and losses keep different amounts."""
+    with BiMamba; other resamplers and losses keep different amounts. ``checkpointing``:
+    ``model.gradient_checkpointing`` (encoder blocks, resampler layers and LLM layers
+    keep their inputs only; the resampler's share is spread evenly over its layers)."""
     cfg = model.config
     n_all = _count(model.parameters())
     n_train = sum(_count(p) for p in model.stage_groups(stage).values())
@@ -72,16 +85,23 @@ def memory_estimate(model: Any, stage: int, batch_size: int, act_bytes: int = 4)
     P = model.latent_grid[0] * model.latent_grid[1]
     acts = 0.0
     if stage in (1, 2):
-        acts += ACT_RESAMPLER * batch_size * V * P * cfg.model.latent_dim * act_bytes
+        coef = float(ACT_RESAMPLER)
+        n_res = len(model.resampler.checkpoint_layers())
+        if checkpointing and n_res:
+            coef = _checkpointed(ACT_RESAMPLER / n_res, n_res)
+        acts += coef * batch_size * V * P * cfg.model.latent_dim * act_bytes
     if stage == 1:
         enc = model.encoder
         k = cfg.model.encoder.num_trainable_blocks
-        acts += ACT_ENCODER_BLOCK * k * batch_size * V * enc.grid[0] * enc.grid[1] * enc.hidden_size * act_bytes
+        coef = _checkpointed(ACT_ENCODER_BLOCK, k) if checkpointing else ACT_ENCODER_BLOCK * k
+        acts += coef * batch_size * V * enc.grid[0] * enc.grid[1] * enc.hidden_size * act_bytes
     else:
         llm = model.llm
         L = model.projector.num_tokens + cfg.model.llm.max_text_tokens
         per_layer = ACT_LLM_LAYER + (ACT_LORA_LAYER if stage == 3 else 0)
-        acts += per_layer * llm.num_layers * batch_size * L * llm.hidden_size * act_bytes
+        n = llm.num_layers
+        coef = _checkpointed(per_layer, n) if checkpointing else per_layer * n
+        acts += coef * batch_size * L * llm.hidden_size * act_bytes
         acts += ACT_LOGITS * batch_size * L * llm.vocab_size * 4
     return {
         "weights": weights / GIB,
@@ -118,6 +138,7 @@ def model_summary(config: CoraConfig, batch_size: int = 1, dtype: str = "fp32") 
         trainable[f"stage{stage}"] = sum(per.values())
     notes = list(model.encoder.summary_notes())
     act_bytes = 4 if dtype == "fp32" else 2
+    gc = bool(config.model.gradient_checkpointing)
     return {
         "preset": config.preset,
         "encoder": config.model.encoder.pretrained or "random-init (arch)",
@@ -129,8 +150,13 @@ def model_summary(config: CoraConfig, batch_size: int = 1, dtype: str = "fp32") 
         "vision_tokens": model.projector.num_tokens,
         "grid": list(model.grid),
         "memory_gib": {
-            f"stage{s}": memory_estimate(model, s, batch_size, act_bytes) for s in (1, 2, 3)
+            f"stage{s}": memory_estimate(model, s, batch_size, act_bytes, gc) for s in (1, 2, 3)
         },
+        # the other setting of model.gradient_checkpointing, to show what it changes
+        "memory_gib_other_checkpointing": {
+            f"stage{s}": memory_estimate(model, s, batch_size, act_bytes, not gc) for s in (1, 2, 3)
+        },
+        "gradient_checkpointing": gc,
         "batch_size": batch_size,
         "dtype": dtype,
         "notes": notes,
@@ -156,6 +182,8 @@ def model_summary_command(
         typer.echo(json.dumps(summary, indent=2))
         return
     console = Console()
+    if not console.is_terminal:  # piped or logged: do not cut the memory table to 80 columns
+        console = Console(width=200)
     table = Table(title=f"cora-kit model ({summary['preset']}): {summary['vision_tokens']} vision tokens")
     for col in ("component", "params", "stage 1", "stage 2", "stage 3"):
         table.add_column(col, justify="left" if col == "component" else "right")
@@ -165,14 +193,22 @@ def model_summary_command(
         table.add_row(name, _fmt(comp["params"]), *(_fmt(c) if c else "frozen" for c in cells))
     table.add_row("total", _fmt(summary["total"]), *(_fmt(summary["trainable"][f"stage{s}"]) for s in (1, 2, 3)))
     console.print(table)
-    mem = Table(title=f"estimated training memory, batch {summary['batch_size']}, {summary['dtype']} (GiB)")
-    for col in ("stage", "weights", "grads+AdamW", "activations", "total"):
+    gc = summary["gradient_checkpointing"]
+    other = "off" if gc else "on"
+    mem = Table(title=f"estimated training memory, batch {summary['batch_size']}, {summary['dtype']},"
+                      f" gradient checkpointing {'on' if gc else 'off'} (GiB)")
+    for col in ("stage", "weights", "grads+AdamW", "activations", "total",
+                f"activations, checkpointing {other}", f"total, checkpointing {other}"):
         mem.add_column(col, justify="right")
     for stage, m in summary["memory_gib"].items():
-        mem.add_row(stage, *(f"{m[k]:.2f}" for k in ("weights", "grads_and_optimizer", "activations", "total")))
+        o = summary["memory_gib_other_checkpointing"][stage]
+        mem.add_row(stage, *(f"{m[k]:.2f}" for k in ("weights", "grads_and_optimizer", "activations", "total")),
+                    f"{o['activations']:.2f}", f"{o['total']:.2f}")
     console.print(mem)
+    console.print(f"gradient checkpointing (model.gradient_checkpointing={str(gc).lower()}) recomputes the"
+                  " encoder, resampler and LLM layers in backward: same gradients, ~1.2-1.5x step time.", highlight=False)
     for note in summary["notes"]:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

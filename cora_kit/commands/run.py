@@ -25,47 +25,29 @@ def parse_stages(text: str) -> tuple[int, ...]:
     return stages
 
 
-def parse_options(pairs: list[str], flag: str) -> dict[str, Any]:
-    """``["k=v", ...]`` -> ``{k: yaml(v)}`` for plugin options."""
-    import yaml
+def parse_loggers(values: list[str]) -> list[str]:
+    """``["tensorboard,wandb", "mlflow"]`` -> ``["jsonl", "tensorboard", "wandb", "mlflow"]``."""
+    from cora_kit.train.trackers import LOGGERS
 
-    out: dict[str, Any] = {}
-    for text in pairs:
-        if "=" not in text or not text.split("=", 1)[0].strip():
-            raise ConfigError(f"{flag} {text!r} must look like key=value")
-        key, value = text.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
-
-
-def with_plugin_options(cfg: Any, resampler_opts: dict[str, Any], loss_opts: dict[str, Any]) -> Any:
-    """Layer ``--resampler-opt`` / ``--loss-opt`` over the resolved plugin options (after a
-    change of plugin name has already dropped the preset's options for the old plugin)."""
-    if not resampler_opts and not loss_opts:
-        return cfg
-    from pydantic import ValidationError
-
-    from cora_kit.config import CoraConfig
-
-    data = cfg.model_dump()
-    data["model"]["resampler"]["options"].update(resampler_opts)
-    data["model"]["loss"]["options"].update(loss_opts)
-    try:
-        return CoraConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"plugin options: {exc.errors()[0]['msg']}") from None
+    names = [v.strip() for text in values for v in text.split(",") if v.strip()]
+    for name in names:
+        if name not in LOGGERS:
+            raise ConfigError(f"--logger {name!r}: choose from {', '.join(LOGGERS)}")
+    return list(dict.fromkeys(["jsonl", *names]))
 
 
 def default_name(resampler: str, loss: str, seed: int) -> str:
-    return f"{resampler}-{loss}-s{seed}"
+    """``<resampler>-<loss>-s<seed>``; a ``dist:name`` becomes ``dist+name`` (``folder_name``)."""
+    from cora_kit.plugin_options import folder_name
+
+    return f"{folder_name(resampler)}-{folder_name(loss)}-s{seed}"
 
 
 def run(
-    resampler: str = typer.Option(None, "--resampler", "-r", help="Resampler plugin (see `cora-kit plugins`)."),
-    loss: str = typer.Option(None, "--loss", "-l", help="Overlap loss plugin."),
+    resampler: str = typer.Option(
+        None, "--resampler", "-r", help="Resampler plugin: [dist:]name[:key=value...] (see `cora-kit plugins`)."
+    ),
+    loss: str = typer.Option(None, "--loss", "-l", help="Overlap loss plugin: [dist:]name[:key=value...]."),
     preset: str = typer.Option(None, "--preset", "-p", help="Preset: tiny (default, CPU) or paper."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML file layered over the preset."),
     data: str = typer.Option(None, "--data", help="Dataset folder or CSV (default: the synthetic set)."),
@@ -80,37 +62,59 @@ def run(
     overrides: list[str] = typer.Option([], "--set", help="Config override key.path=value (repeatable)."),
     feature_cache: Path = typer.Option(None, "--feature-cache", help="Feature cache folder (default: <out>/.feature-cache)."),
     plain: bool = typer.Option(False, "--plain", help="Plain log lines instead of progress bars."),
+    logger: list[str] = typer.Option(
+        [], "--logger",
+        help="Experiment tracker besides metrics.jsonl (always written): jsonl, tensorboard, wandb, mlflow;"
+        " repeatable or comma-separated.",
+    ),
     batch_size: str = typer.Option(
         None, "--batch-size",
         help="'auto': per stage, the largest micro-batch that fits; the effective batch is kept by accumulation.",
+    ),
+    protocol: str = typer.Option(
+        None, "--protocol",
+        help="Scoring of the test split: grouped (default; all references of each (image, query)) or"
+        " paper (each reference row alone, the paper's implementations).",
     ),
 ) -> None:
     """Train Stage 1-3 and evaluate on the test split; writes runs/<name>/."""
     from cora_kit.config import resolve_config, validate_plugin_choices
     from cora_kit.pipeline import CoraModel
+    from cora_kit.plugin_options import parse_choice, parse_option_pairs
     from cora_kit.train.engine import run as run_engine
 
     wanted = parse_stages(stages)
     extra: dict[str, Any] = {}
     model: dict[str, Any] = {}
-    if resampler is not None:
-        model["resampler"] = {"name": resampler}
-    if loss is not None:
-        model["loss"] = {"name": loss}
+    plugin_options: dict[str, dict[str, Any]] = {}
+    for kind, text, flag, pairs in (
+        ("resampler", resampler, "--resampler", resampler_opt),
+        ("loss", loss, "--loss", loss_opt),
+    ):
+        options = {}
+        if text is not None:
+            choice = parse_choice(text, flag)
+            model[kind] = {"name": choice.name}
+            options.update(choice.options)
+        options.update(parse_option_pairs(pairs, f"{flag}-opt"))
+        plugin_options[kind] = options
     if model:
         extra["model"] = model
     if data is not None:
         extra["data"] = {"path": data}
     if seed is not None:
         extra["seed"] = seed
+    if protocol is not None:
+        extra["eval"] = {"protocol": protocol}
     if batch_size is not None:
         if batch_size != "auto":
             raise ConfigError(
                 f"--batch-size takes 'auto'; got {batch_size!r} (set a stage's batch with --set stages.stage2.batch_size=N)"
             )
         extra["auto_batch"] = True
-    cfg = resolve_config(preset, config, overrides, extra=extra)
-    cfg = with_plugin_options(cfg, parse_options(resampler_opt, "--resampler-opt"), parse_options(loss_opt, "--loss-opt"))
+    if logger:
+        extra["logging"] = {"loggers": parse_loggers(logger)}
+    cfg = resolve_config(preset, config, overrides, extra=extra, plugin_options=plugin_options)
     validate_plugin_choices(cfg)
     if from_run is not None and not from_run.is_dir():
         raise ConfigError(f"--from {from_run}: no such run folder")

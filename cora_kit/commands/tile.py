@@ -13,35 +13,20 @@ from pathlib import Path
 import torch
 import typer
 
+from cora_kit.data.images import read_erp
 from cora_kit.errors import CoraKitError
-from cora_kit.geometry import TileLayout, ViewCamera, dirs_to_lonlat, grid_to_dirs, load_erp, overlap_correspondences, rings
+from cora_kit.geometry import TileLayout, ViewCamera, adjacent_matches, view_outline
 
 
 def footprint(view: ViewCamera, erp_hw: tuple[int, int], spacing: str, n: int = 64) -> list[torch.Tensor]:
     """Outline of ``view`` in ERP pixel coordinates: polylines ``[K, 2]`` (x, y), split at the seam."""
-    s = view.size
-    e = torch.linspace(-0.5, s - 0.5, n, dtype=torch.float64)
-    lo, hi = torch.full_like(e, -0.5), torch.full_like(e, s - 0.5)
-    border = torch.cat([torch.stack([lo, e], 1), torch.stack([e, hi], 1),
-                        torch.stack([hi, e.flip(0)], 1), torch.stack([e.flip(0), lo], 1)])
-    lon, lat = dirs_to_lonlat(grid_to_dirs(view, border, (s, s), spacing))
+    lon, lat = view_outline(view, n, spacing)
     h, w = erp_hw
     x = (lon / (2 * math.pi) + 0.5) * w - 0.5
     y = (0.5 - lat / math.pi) * h - 0.5
     pts = torch.stack([x, y], 1)
     jumps = ((x[1:] - x[:-1]).abs() > w / 2).nonzero().squeeze(1) + 1
     return [seg for seg in torch.tensor_split(pts, jumps.tolist()) if len(seg) > 1]
-
-
-def adjacent_matches(layout: TileLayout, grid: tuple[int, int]) -> list[tuple[int, int, torch.Tensor, torch.Tensor]]:
-    """(src, dst, src (row, col) [M,2], dst (row, col) [M,2]) for each tile and its right neighbour."""
-    nxt = {r[j]: r[(j + 1) % len(r)] for r in rings(layout) if len(r) > 1 for j in range(len(r))}
-    out = []
-    for p in overlap_correspondences(layout, grid).pairs:
-        if nxt.get(p.src) == p.dst:
-            src_rc = torch.stack([p.src_index // grid[1], p.src_index % grid[1]], 1).float()
-            out.append((p.src, p.dst, src_rc, p.dst_rowcol))
-    return out
 
 
 def render_sheet(erp: torch.Tensor, views: torch.Tensor, layout: TileLayout, out: Path, show_overlap: bool) -> None:
@@ -91,14 +76,20 @@ def render_sheet(erp: torch.Tensor, views: torch.Tensor, layout: TileLayout, out
 def tile(
     pano: Path = typer.Argument(..., help="Equirectangular image (2:1)."),
     out: Path = typer.Option(..., "--out", "-o", help="PNG contact sheet to write."),
-    layout: str = typer.Option("e2p", "--layout", help="Tiler name, e.g. e2p or cubemap."),
+    tiler_name: str = typer.Option(None, "--tiler", help="Tiler plugin, e.g. e2p (default) or cubemap."),
+    layout: str = typer.Option(None, "--layout", hidden=True, help="Deprecated spelling of --tiler."),
     show_overlap: bool = typer.Option(False, "--show-overlap", help="Mark matching patch centres of adjacent tiles."),
 ) -> None:
     """Tile a panorama and write a contact sheet of the views and their footprints."""
     from cora_kit import create
 
-    erp = load_erp(pano)
-    tiler = create("tiler", layout)
+    if layout is not None:
+        if tiler_name is not None and tiler_name != layout:
+            raise CoraKitError(f"--layout {layout} and --tiler {tiler_name} disagree; --layout is the old name of --tiler")
+        typer.echo("warning: --layout is deprecated; use --tiler (the same flag as `cora-kit data show`)", err=True)
+        tiler_name = layout
+    erp = read_erp(pano, dtype=torch.uint8)
+    tiler = create("tiler", tiler_name or "e2p")
     if not out.parent.exists():
         raise CoraKitError(f"{out}: directory {out.parent} does not exist")
     tiled = tiler(erp.unsqueeze(0))

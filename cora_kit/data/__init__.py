@@ -6,7 +6,8 @@ Public API (imported lazily, so ``cora-kit data synth`` does not load torch)::
     load_split(path_or_dir, split, image_root=None, on_bad_row="error") -> LoadReport
     load_images(path_or_dir, split, image_root=None, on_bad_row="error") -> LoadReport
     CaptionDataset, PanoramaDataset, caption_dataset, panorama_dataset, make_loader, collate
-    check_erp(path), read_erp(path, size=None)     the one ERP file reader (images.py)
+    TiledImages(items, tile), tiled_batches(data, batch_size, num_workers)   decode + tile in workers
+    check_erp(path), read_erp(path, size=None, dtype=torch.float32)   the one ERP file reader (images.py)
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     "load_split": "csv_loaders",
     "CaptionDataset": "dataset",
     "PanoramaDataset": "dataset",
+    "TiledImages": "dataset",
+    "tiled_batches": "dataset",
     "caption_dataset": "dataset",
     "collate": "dataset",
     "decode_erp": "dataset",

@@ -14,11 +14,12 @@ means "no kind".
 ``url`` is an http(s) URL or a local path. URLs are never fetched: they map to
 ``image_root / <file name of the URL>``. A relative local path is resolved against
 ``image_root`` (then ``image_root / <file name>``) when given, else against the CSV's
-folder. References are grouped per (image, query): every annotation of the same pair is
+folder, and must stay inside that folder: a row naming ``../../etc/passwd`` is a bad row
+("path outside the dataset folder"). An absolute path is used as it is written. References are grouped per (image, query): every annotation of the same pair is
 one reference set of one prediction.
 
 Bad rows (empty query or answer, missing/unreadable image, image not 2:1, duplicate or
-malformed row) raise ``DataError("<file>: row <n>: <reason>")`` with ``on_bad_row="error"``
+malformed row, bytes that are not UTF-8) raise ``DataError("<file>: row <n>: <reason>")`` with ``on_bad_row="error"``
 (rows are numbered as lines of the file, the header is row 1); with ``"skip"`` they are
 dropped and counted per reason in ``skipped``. A missing column is always an error.
 Loading only reads files.
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from cora_kit.data.images import ErpError, check_erp
+from cora_kit.data.images import ErpError, check_erp, confine
 from cora_kit.errors import DataError
 
 FORMATS: dict[str, tuple[str, str, str]] = {
@@ -77,7 +78,8 @@ class ImageItem:
 @dataclass
 class LoadReport:
     """What a load produced: ``items`` (``Sample`` or ``ImageItem``), the number of good
-    rows read, and what was skipped (reason -> count, plus the messages)."""
+    rows read, and what was skipped (reason -> count, the messages, and one record per
+    skipped row: ``{"file", "row", "category", "reason"}``, ``row`` None for a folder's file)."""
 
     source: str
     format: str
@@ -85,6 +87,7 @@ class LoadReport:
     num_rows: int = 0
     skipped: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    skipped_rows: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -119,12 +122,15 @@ class _Policy:
             raise DataError(f"on_bad_row must be 'error' or 'skip'; got '{on_bad_row}'")
         self.mode, self.report = on_bad_row, report
 
-    def bad(self, where: str, err: _BadRow) -> None:
+    def bad(self, where: str, err: _BadRow, row: int | None = None, file: str | None = None) -> None:
         message = f"{where}: {err.reason}"
         if self.mode == "error":
             raise DataError(message)
         self.report.skipped[err.category] += 1
         self.report.problems.append(message)
+        self.report.skipped_rows.append(
+            {"file": file or self.report.source, "row": row, "category": err.category, "reason": err.reason}
+        )
 
 
 def is_url(text: str) -> bool:
@@ -132,7 +138,8 @@ def is_url(text: str) -> bool:
 
 
 def resolve_image(url: str, csv_dir: Path, image_root: Path | None) -> Path:
-    """Local path of ``url`` (see the module docstring); raises ``_BadRow`` if missing."""
+    """Local path of ``url`` (see the module docstring); raises ``_BadRow`` if missing or
+    outside the dataset folder (``image_root``, else the CSV's folder: ``images.confine``)."""
     if is_url(url):
         name = Path(unquote(urlparse(url).path)).name
         if image_root is None:
@@ -147,6 +154,12 @@ def resolve_image(url: str, csv_dir: Path, image_root: Path | None) -> Path:
             candidates = [image_root / p, image_root / p.name]
         else:
             candidates = [csv_dir / p]
+    if not Path(url).expanduser().is_absolute() or is_url(url):  # a relative name stays in its folder
+        root = image_root if image_root is not None else csv_dir
+        try:
+            candidates = [confine(c, root, url) for c in candidates]
+        except ErpError as err:
+            raise _BadRow(err.problem, str(err)) from None
     for c in candidates:
         if c.is_file():
             return c
@@ -186,12 +199,24 @@ class _ImageChecker:
 
 
 def _open_csv(path: Path):
-    """The CSV opened for ``csv.reader`` (DataError naming the file if unreadable)."""
+    """The CSV opened for ``csv.reader`` (DataError naming the file if unreadable).
+
+    Bytes that are not UTF-8 are kept as surrogate escapes, so one bad byte never costs
+    the rest of a decoding block: ``_bad_bytes`` finds them in the record they belong to."""
     try:
-        f = path.open(newline="", encoding="utf-8-sig")
+        f = path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return f
+
+
+def _bad_bytes(fields: list[str]) -> str | None:
+    """Where the first non-UTF-8 byte of a record is (``None`` if all decode)."""
+    for k, text in enumerate(fields, start=1):
+        for i, ch in enumerate(text):
+            if "\udc80" <= ch <= "\udcff":
+                return f"field {k} is not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x} at character {i + 1})"
+    return None
 
 
 def _header(
@@ -200,11 +225,15 @@ def _header(
     """The format whose columns the header holds, its columns and their indices (plus the
     indices of the ``optional`` columns the header has)."""
     try:
-        header = [h.strip().lower() for h in next(reader)]
+        raw = next(reader)
     except StopIteration:
         raise DataError(f"{path}: row 1: empty file, expected a header") from None
     except (csv.Error, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: row 1: not a readable CSV ({exc})") from None
+    bad = _bad_bytes(raw)
+    if bad:
+        raise DataError(f"{path}: row 1: header {bad}")
+    header = [h.strip().lower() for h in raw]
     for fmt, cols in candidates.items():
         if all(c in header for c in cols):
             extra = {c: header.index(c) for c in optional if c in header}
@@ -230,6 +259,10 @@ def _rows(path: Path, reader, width: int):
             continue
         if not fields or all(not f.strip() for f in fields):
             continue  # blank line
+        bad = _bad_bytes(fields)
+        if bad:
+            yield reader.line_num, _BadRow("not UTF-8", bad)
+            continue
         if len(fields) < width:
             yield reader.line_num, _BadRow("malformed row", f"has {len(fields)} fields, header has {width}")
             continue
@@ -299,7 +332,7 @@ def load_split(
                         f"kind {kind!r} differs from {g['kind']!r} of row {g['rows'][0]} (same image and query)",
                     )
             except _BadRow as err:
-                policy.bad(where, err)
+                policy.bad(where, err, row=row)
                 continue
             seen[key] = row
             report.num_rows += 1
@@ -358,7 +391,7 @@ def load_images(
                     raise _BadRow("empty url", "empty 'url'")
                 image = str(images(url))
             except _BadRow as err:
-                policy.bad(f"{path}: row {row}", err)
+                policy.bad(f"{path}: row {row}", err, row=row)
                 continue
             report.num_rows += 1
             if image not in seen:  # captioning CSVs list an image once per reference
@@ -377,7 +410,7 @@ def _load_image_folder(folder: Path, on_bad_row: str) -> LoadReport:
         try:
             check_image(f)
         except _BadRow as err:
-            policy.bad(str(f), err)
+            policy.bad(str(f), err, file=str(f))
             continue
         report.num_rows += 1
         report.items.append(ImageItem(id=f.stem, image_path=str(f)))

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cora_kit.data.tiny_tokenizer import tiny_tokenizer_dir
+from cora_kit.data.tiny_tokenizer import tiny_tokenizer_dir  # noqa: F401  (plugins find the tiny tokenizer here)
 from cora_kit.errors import MissingWeightsError
 
 #: value of ``model.llm.tokenizer`` that selects the packaged tiny tokenizer

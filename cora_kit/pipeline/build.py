@@ -19,7 +19,7 @@ import torch
 
 from cora_kit import interfaces as I
 from cora_kit.config import CoraConfig, PluginChoice
-from cora_kit.errors import ConfigError
+from cora_kit.errors import ConfigError, PluginParamsError
 from cora_kit.models.overlap_head import OverlapHead
 from cora_kit.models.projector import PanoramaProjector
 from cora_kit.registry import REGISTRY
@@ -75,7 +75,10 @@ def create(kind: str, choice: PluginChoice, section: str, interface: type, optio
             f"{section}.name '{choice.name}': {factory.__name__} does not implement {missing} of"
             f" cora_kit.interfaces.{interface.__name__}; run 'cora-kit check-plugin {choice.name}'"
         )
-    obj = REGISTRY.create(kind, choice.name, **(dict(choice.options) if options is None else options))
+    try:
+        obj = REGISTRY.create(kind, choice.name, **(dict(choice.options) if options is None else options))
+    except PluginParamsError as exc:
+        raise ConfigError(f"{section}: {exc}") from exc
     if not isinstance(obj, interface):
         raise ConfigError(
             f"{section}.name '{choice.name}' built a {type(obj).__name__}, which does not implement"
@@ -85,9 +88,16 @@ def create(kind: str, choice: PluginChoice, section: str, interface: type, optio
 
 
 def _resampler_options(config: CoraConfig, encoder: I.VisionEncoder) -> dict[str, Any]:
-    """The resampler's options with ``in_dim`` / ``out_dim`` fixed by the model."""
+    """The resampler's options plus ``in_dim`` (the encoder width) and ``out_dim``
+    (``model.latent_dim``). A resampler whose params model has no ``out_dim`` (``identity``)
+    cannot change the width: it gets ``in_dim`` only, and the latent width is the encoder's
+    (the overlap head and the PanoramaProjector's Linear are sized from ``resampler.out_dim``)."""
     opts = dict(config.model.resampler.options)
+    spec = REGISTRY.lookup("resampler", config.model.resampler.name)
+    fields = spec.params_model.model_fields if spec.params_model is not None else {"in_dim": 0, "out_dim": 0}
     for key, value in (("in_dim", encoder.hidden_size), ("out_dim", config.model.latent_dim)):
+        if key not in fields:
+            continue
         if key in opts and opts[key] != value:
             raise ConfigError(
                 f"model.resampler.options.{key}={opts[key]} conflicts with the model"
@@ -118,11 +128,12 @@ def build_components(config: CoraConfig) -> Components:
         encoder = create("encoder", m.encoder, "model.encoder", I.VisionEncoder, pretrained_options(m.encoder, "model.encoder"))
     with _seeded(seed, 2):
         resampler = create("resampler", m.resampler, "model.resampler", I.Resampler, _resampler_options(config, encoder))
+    latent_dim = int(resampler.out_dim)  # model.latent_dim, or the encoder's for identity
     loss_fn = create("loss", m.loss, "model.loss", I.OverlapLoss)
     head = m.overlap_head
     with _seeded(seed, 3):
         overlap_head = OverlapHead(
-            in_dim=m.latent_dim, hidden_dim=head.hidden_dim or m.latent_dim, out_dim=head.out_dim or m.latent_dim,
+            in_dim=latent_dim, hidden_dim=head.hidden_dim or latent_dim, out_dim=head.out_dim or latent_dim,
             dropout=head.dropout if head.dropout is not None else loss_fn.head_dropout,
         )
     with _seeded(seed, 4):
@@ -130,7 +141,7 @@ def build_components(config: CoraConfig) -> Components:
     stitcher = create("stitcher", m.stitcher, "model.stitcher", I.Stitcher)
     latent_grid = tuple(resampler.output_grid(tuple(encoder.grid)))
     with _seeded(seed, 5):
-        projector = PanoramaProjector(m.latent_dim, llm.hidden_size, stitcher, tiler.layout, latent_grid, pe=m.projector.pe)
+        projector = PanoramaProjector(latent_dim, llm.hidden_size, stitcher, tiler.layout, latent_grid, pe=m.projector.pe)
     return Components(tiler, encoder, resampler, loss_fn, overlap_head, llm, projector, latent_grid)  # type: ignore[arg-type]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 
 from cora_kit import interfaces as I
 from cora_kit.config import CoraConfig
+from cora_kit.errors import ConfigError
 from cora_kit.geometry import Correspondences, TileLayout, overlap_correspondences
 from cora_kit.models.fusion import IGNORE_INDEX, LanguageFusion
 from cora_kit.models.projector import PanoramaProjector
@@ -70,6 +72,8 @@ class CoraModel(FreezeSchedule):
         self.fusion = LanguageFusion(llm.tokenizer, llm.vision_token, config.model.llm.max_text_tokens)
         self.stage: int | None = None
         self._key_memo: dict[int, tuple[tuple, str]] = {}
+        #: component -> what gradient checkpointing does there (empty: off)
+        self.gradient_checkpointing: dict[str, str] = {}
 
     # -- construction ----------------------------------------------------------
 
@@ -87,7 +91,25 @@ class CoraModel(FreezeSchedule):
             c.tiler.layout, c.latent_grid, mode=config.model.correspondence_mode, include_global=False
         )
         model = cls(config, c.tiler, c.encoder, c.resampler, c.overlap_head, c.loss_fn, c.projector, c.llm, correspondences)
+        if config.model.gradient_checkpointing:
+            model.set_gradient_checkpointing(True)
         return model if device.type in ("cpu", "meta") else model.to(device)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> dict[str, str]:
+        """Checkpoint the encoder's and LLM's layers (their libraries' switches) and the
+        resampler's layer stack; returns ``{component: what was done}``. A component whose
+        plugin cannot is reported (warning, and ``plugins.json``), never silently skipped."""
+        done: dict[str, str] = {}
+        for name, component in (("encoder", self.encoder), ("resampler", self.resampler), ("llm", self.llm)):
+            how = component.set_gradient_checkpointing(enabled)
+            if enabled and not how:
+                plugin = getattr(self.config.model, name).name
+                how = f"not supported by the {name} plugin '{plugin}': its activations are kept"
+                warnings.warn(f"gradient checkpointing: {how}", stacklevel=2)
+            done[name] = how
+        self.gradient_checkpointing = done if enabled else {}
+        self.train(self.training)
+        return done
 
     # -- vision path -------------------------------------------------------------
 
@@ -156,6 +178,14 @@ class CoraModel(FreezeSchedule):
             raise ValueError(f"resample expects features [B,V,P,Dv]; got {list(feats.shape)}")
         B, V = feats.shape[:2]
         out = self.resampler(feats.flatten(0, 1), self.grid)
+        want = self.latent_grid[0] * self.latent_grid[1]
+        if out.dim() != 3 or out.shape[1] != want:
+            mode = "training" if self.resampler.training else "evaluation"
+            raise ConfigError(
+                f"model.resampler '{self.config.model.resampler.name}' returned {list(out.shape)} in {mode} mode;"
+                f" the model was built for its declared grid {self.latent_grid} ({want} tokens per view):"
+                " a resampler whose token count changes between training and evaluation is not supported here"
+            )
         return out.reshape(B, V, *out.shape[1:])
 
     # -- losses and decoding -----------------------------------------------------
@@ -240,8 +270,11 @@ class CoraModel(FreezeSchedule):
             }
             if obj.source is not None:
                 out[kind]["source"] = obj.source if len(obj.source) < 200 else obj.source[:200] + "..."
+        if self.gradient_checkpointing:
+            out["gradient_checkpointing"] = dict(self.gradient_checkpointing)
         out["layout"] = {"name": self.layout.name, "views": self.layout.num_views, "grid": list(self.grid),
-                         "latent_grid": list(self.latent_grid), "vision_tokens": self.projector.num_tokens}
+                         "latent_grid": list(self.latent_grid), "latent_dim": self.projector.latent_dim,
+                         "vision_tokens": self.projector.num_tokens}
         return out
 
 

@@ -16,6 +16,7 @@ import torch
 
 from cora_kit.data.images import IMAGE_SUFFIXES, check_erp, read_erp
 from cora_kit.errors import ConfigError, DataError
+from cora_kit.serving.captioner import CaptionResult, Captioner
 from cora_kit.train.protocol import CoraModelLike
 
 #: the synthetic set's describe-style query (cora_kit/data/captions.py, kind "describe")
@@ -58,28 +59,51 @@ def read_panorama(path: Path) -> torch.Tensor:
     return read_erp(path)
 
 
+def read_queries_csv(path: str | Path) -> list[tuple[Path, str]]:
+    """``(image, query)`` rows of a CSV with columns ``image`` and ``query`` (header first;
+    an image may appear on several rows). Relative image paths resolve against the CSV's
+    folder. Errors name the file and row (rows numbered as lines, the header is row 1)."""
+    import csv
+
+    p = Path(path)
+    try:
+        with p.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"image", "query"} - set(reader.fieldnames or [])
+            if missing:
+                raise DataError(f"{p}: missing column(s) {', '.join(sorted(missing))}; expected a header 'image,query'")
+            rows: list[tuple[Path, str]] = []
+            for n, row in enumerate(reader, start=2):
+                image, query = (row.get("image") or "").strip(), (row.get("query") or "").strip()
+                if not image:
+                    raise DataError(f"{p}: row {n}: empty image")
+                if not query:
+                    raise DataError(f"{p}: row {n}: empty query")
+                f = Path(image) if Path(image).is_absolute() else p.parent / image
+                if not f.is_file():
+                    raise DataError(f"{p}: row {n}: {f}: no such file")
+                rows.append((f, query))
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{p}: not a UTF-8 CSV file ({exc})") from None
+    if not rows:
+        raise DataError(f"{p}: no rows")
+    return rows
+
+
 # --- captioning ---------------------------------------------------------------------
 
 
-@torch.no_grad()
 def caption_erps(
-    model: CoraModelLike, erps: Sequence[torch.Tensor], queries: Sequence[str], max_new_tokens: int = 32, num_beams: int = 1
+    model: CoraModelLike, erps: Sequence[torch.Tensor], queries: Sequence[str], max_new_tokens: int = 32,
+    num_beams: int = 1, precision: str | None = None,
 ) -> list[str]:
-    """Captions for ERPs (each ``[3,H,W]`` in [0,1], any 2:1 size) and one query each."""
-    if len(erps) != len(queries):
-        raise ValueError(f"{len(erps)} panoramas but {len(queries)} queries")
-    if not erps:
-        return []
-    device = next(model.parameters()).device
-    latents = []
-    for erp in erps:  # sizes may differ between files: tile one at a time, batch the rest
-        if erp.dim() != 3 or erp.shape[0] != 3:
-            raise ValueError(f"caption_erps expects ERP [3,H,W]; got {list(erp.shape)}")
-        views = model.tile(erp.unsqueeze(0).to(device))
-        latents.append(model.encode_frozen(views, 3))
-    hidden = torch.cat(latents)
-    latent = model.resample(model.encode_trainable(hidden, 3))
-    return model.generate(latent, list(queries), max_new_tokens=max_new_tokens, num_beams=num_beams)
+    """Captions for ERPs (each ``[3,H,W]`` in [0,1], any 2:1 size) and one query each, in
+    one batch (``Captioner.caption_erps``: the encoder runs on every view at once);
+    ``precision`` defaults to the model config's (``auto``: bf16 autocast on CUDA)."""
+    return Captioner(model, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                     precision=precision or model.config.precision).caption_erps(erps, queries)
 
 
 def caption_files(
@@ -90,31 +114,21 @@ def caption_files(
     num_beams: int | None = None,
     batch_size: int | None = None,
     on_batch: Callable[[list[dict[str, str]]], None] | None = None,
+    precision: str | None = None,
 ) -> list[dict[str, str]]:
-    """Rows ``{"image", "query", "caption"}`` in file order; decoding options default to
-    the model config's ``eval`` section. Every file is header-checked before any work."""
-    ev = model.config.eval
-    max_new_tokens = ev.max_new_tokens if max_new_tokens is None else max_new_tokens
-    num_beams = ev.num_beams if num_beams is None else num_beams
-    batch_size = ev.batch_size if batch_size is None else batch_size
-    if max_new_tokens < 1 or num_beams < 1 or batch_size < 1:
-        raise ConfigError(
-            f"max_new_tokens, beams and batch size must be >= 1; got {max_new_tokens}, {num_beams}, {batch_size}"
-        )
+    """Rows ``{"image", "query", "caption"}`` in file order (``Captioner.caption`` with one
+    query); decoding options default to the model config's ``eval`` section, ``precision``
+    to its ``precision``."""
+    cap = Captioner(model, max_new_tokens=max_new_tokens, num_beams=num_beams, batch_size=batch_size,
+                    precision=precision or model.config.precision)
     if not query.strip():
         raise ConfigError("the query is empty")
-    for f in files:
-        check_panorama(f)
-    rows: list[dict[str, str]] = []
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        erps = [read_panorama(f) for f in chunk]
-        texts = caption_erps(model, erps, [query] * len(chunk), max_new_tokens, num_beams)
-        new = [{"image": str(f), "query": query, "caption": t} for f, t in zip(chunk, texts, strict=True)]
-        rows.extend(new)
-        if on_batch is not None:
-            on_batch(new)
-    return rows
+
+    def rows(results: list[CaptionResult]) -> list[dict[str, str]]:
+        return [{"image": r.image, "query": r.query, "caption": r.caption} for r in results]
+
+    hook = None if on_batch is None else (lambda new: on_batch(rows(new)))
+    return rows(cap.caption(list(files), query, on_batch=hook))
 
 
 __all__ = [
@@ -124,4 +138,5 @@ __all__ = [
     "check_panorama",
     "panorama_files",
     "read_panorama",
+    "read_queries_csv",
 ]

@@ -19,13 +19,21 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_model as load_safetensors
+import torch
 from torch import nn
 
-from cora_kit.config import read_config_file
+from cora_kit.config import CoraConfig, read_config_file
 from cora_kit.device import resolve_device
 from cora_kit.errors import CheckpointError, ConfigError
 from cora_kit.pipeline import CoraModel
-from cora_kit.serving.export_format import MODULE_FILES, export_config, read_export_meta, refuse_pickles, verify_files
+from cora_kit.serving.export_format import (
+    MODULE_FILES,
+    apply_trust_remote_code,
+    export_config,
+    read_export_meta,
+    refuse_pickles,
+    verify_files,
+)
 from cora_kit.train import checkpoint as ckpt
 
 STAGES = (1, 2, 3)
@@ -45,14 +53,14 @@ class LoadInfo:
 
 
 def _stage_weights(root: Path, k: int) -> tuple[Path, str] | None:
-    """(weights file, note) of stage ``k`` in ``root``: final weights, else the last
-    checkpoint of an unfinished stage; None when the stage never ran there."""
+    """(weights, note) of stage ``k`` in ``root``: the final weights file, else the newest
+    complete checkpoint folder of an unfinished stage; None when the stage never ran there."""
     d = root / f"stage{k}"
     if ckpt.is_done(d):
-        return d / ckpt.WEIGHTS_FINAL, ""
-    if (d / ckpt.WEIGHTS_LAST).is_file():
-        step = ckpt.weights_metadata(d / ckpt.WEIGHTS_LAST).get("step", "?")
-        return d / ckpt.WEIGHTS_LAST, f"stage {k} is unfinished: using its checkpoint at step {step}"
+        return ckpt.final_weights_path(d), ""
+    ref = ckpt.find_checkpoint(d)
+    if ref is not None:
+        return ref.path, f"stage {k} is unfinished: using its checkpoint at step {ref.step}"
     return None
 
 
@@ -95,19 +103,28 @@ def run_stage_files(run_dir: Path, sources: Sequence[Path] = ()) -> tuple[dict[i
     return files, notes
 
 
-def load_run(run_dir: str | Path, device: str = "auto", sources: Sequence[str | Path] = ()) -> tuple[CoraModel, LoadInfo]:
+def load_run(
+    run_dir: str | Path, device: str = "auto", sources: Sequence[str | Path] = (), trust_remote_code: bool = False
+) -> tuple[CoraModel, LoadInfo]:
     """``CoraModel`` of a run folder: rebuilt from ``config.yaml`` (seeded), then every
-    stage's trainable weights loaded in order (strict: names and shapes must match)."""
+    stage's trainable weights loaded in order (strict: names and shapes must match), each
+    file checked against its recorded sha256. ``trust_remote_code`` comes from the caller
+    only, never from the folder's config.yaml."""
     target = resolve_device(device)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"--run {run_dir}: no such run folder")
-    config = read_config_file(run_dir / "config.yaml")
-    files, notes = run_stage_files(run_dir, [Path(s) for s in sources])
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"--run {run_dir}: no config.yaml; is it a run folder (cora-kit run writes runs/NAME/config.yaml)?")
+    data = read_config_file(run_dir / "config.yaml").model_dump(mode="json")
+    notes = apply_trust_remote_code(data, trust_remote_code, run_dir / "config.yaml")
+    config = CoraConfig.model_validate(data)
+    files, stage_notes = run_stage_files(run_dir, [Path(s) for s in sources])
+    notes += stage_notes
     model = CoraModel.from_config(config, device=target)
     ckpt.check_or_write_fingerprint(run_dir / ckpt.WEIGHTS_FINGERPRINT, model.weights_fingerprint(), writer=False)
-    for path in files.values():
-        model.load_trainable_state_dict(ckpt.load_weights(path), strict=True)
+    for path in files.values():  # each stage folder's weights, checked against their sha256
+        model.load_trainable_state_dict(ckpt.load_stage_weights(path.parent)[0], strict=True)
     model.eval()
     return model, LoadInfo(str(run_dir), "run", {k: str(p) for k, p in files.items()}, notes)
 
@@ -127,9 +144,10 @@ def _load_module(module: nn.Module, path: Path) -> None:
         )
 
 
-def load_export(folder: str | Path, device: str = "auto") -> tuple[CoraModel, LoadInfo]:
+def load_export(folder: str | Path, device: str = "auto", trust_remote_code: bool = False) -> tuple[CoraModel, LoadInfo]:
     """``(CoraModel, LoadInfo)`` of an exported folder: safetensors only, strict names,
-    file hashes checked against export.json."""
+    every file checked against export.json, paths confined to the folder, and
+    ``trust_remote_code`` from the caller only (``cora_kit.serving.export_format``)."""
     target = resolve_device(device)
     folder = Path(folder)
     if not folder.is_dir():
@@ -137,7 +155,8 @@ def load_export(folder: str | Path, device: str = "auto") -> tuple[CoraModel, Lo
     refuse_pickles(folder)
     meta = read_export_meta(folder)
     verify_files(folder, meta)
-    model = CoraModel.from_config(export_config(folder), device="cpu")
+    config, notes = export_config(folder, trust_remote_code)
+    model = CoraModel.from_config(config, device="cpu")
     # the exported LLM has its LoRA merged; the freshly added adapter is zero: skip it
     if model.llm.lora_is_zero():
         model.llm.set_lora_active(False)
@@ -150,21 +169,29 @@ def load_export(folder: str | Path, device: str = "auto") -> tuple[CoraModel, Lo
             _load_module(module, path)
         elif isinstance(module, nn.Module) and module.state_dict():
             raise CheckpointError(f"{path}: missing ({attr} has weights to load)")
+    for p in model.parameters():  # fp32 master weights, whatever dtype the files hold
+        if p.is_floating_point() and p.dtype != torch.float32:
+            p.data = p.data.float()
     model = model.to(target)
     model.eval()
-    return model, LoadInfo(str(folder), "export", {}, [f"exported from {meta.get('source', {}).get('run', '?')}"])
+    notes = [f"exported from {meta.get('source', {}).get('run', '?')}", *notes]
+    if meta.get("dtype", "fp32") != "fp32":
+        notes.append(f"weights stored in {meta['dtype']}, loaded as fp32 (bf16 autocast on CUDA)")
+    return model, LoadInfo(str(folder), "export", {}, notes)
 
 
 def load_model(
     run: str | Path | None = None, model_dir: str | Path | None = None, device: str = "auto",
-    sources: Sequence[str | Path] = (),
+    sources: Sequence[str | Path] = (), trust_remote_code: bool = False,
 ) -> tuple[CoraModel, LoadInfo]:
-    """Exactly one of ``run`` (a run folder) or ``model_dir`` (an exported folder)."""
+    """Exactly one of ``run`` (a run folder) or ``model_dir`` (an exported folder).
+    ``trust_remote_code`` lets transformers run Python files of the model folder: only
+    for folders the caller trusts (the folder's own config never enables it)."""
     if (run is None) == (model_dir is None):
         raise ConfigError("give exactly one of --run RUN_DIR or --model EXPORTED_DIR")
     if run is not None:
-        return load_run(run, device, sources)
-    return load_export(Path(model_dir), device)  # type: ignore[arg-type]
+        return load_run(run, device, sources, trust_remote_code)
+    return load_export(Path(model_dir), device, trust_remote_code)  # type: ignore[arg-type]
 
 
 __all__ = ["LoadInfo", "load_export", "load_model", "load_run", "run_stage_files"]

@@ -96,6 +96,11 @@ class Check:
     func: CheckFn
     doc: str
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Deprecated (before 0.2 a check listed several kinds): ``(kind,)``."""
+        return (self.kind,)
+
 
 CHECKS: list[Check] = []
 
@@ -139,6 +144,8 @@ def small_params(spec: PluginSpec, overrides: Mapping[str, Any] | None = None) -
         params.update(in_dim=32, out_dim=32 if same else 48)
         if "hidden_dim" in fields:
             params["hidden_dim"] = 64
+    elif spec.kind == "resampler" and "in_dim" in fields:  # keeps its width (identity)
+        params.update(in_dim=32)
     params.update(dict(getattr(model, "testing_params", None) or {}))
     params.update(dict(overrides or {}))
     return params

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cora_kit.hookspecs import KINDS
+from cora_kit.interfaces import EncoderParams, LLMParams, PluginParams
 from cora_kit.testing.base import INTERFACE, CheckFailure, Subject, expect, register
 
 
@@ -63,6 +64,18 @@ def check_interface(s: Subject, extra: Callable[[Subject, Any], None] | None = N
     return type(obj).__name__
 
 
+def check_params_accept_core_options(s: Subject, base: type[PluginParams], section: str) -> str | None:
+    """The params model accepts what the pipeline passes from the config section (encoder:
+    ``pretrained``, ``random_init``, ``arch``; LLM: also ``tokenizer``, ``trust_remote_code``)."""
+    fields = set(s.spec.params_model.model_fields) if s.spec.params_model is not None else set()
+    missing = sorted(set(base.model_fields) - fields)
+    expect(not missing, f"{s.label}: params model does not accept {missing}, which the pipeline passes from"
+           f" {section}; subclass cora_kit.interfaces.{base.__name__}")
+    return None
+
+
 register(check_params_schema, KINDS)
 register(partial(check_interface, extra=_resampler_dims), ["resampler"])
 register(check_interface, [k for k in KINDS if k != "resampler"])
+register(partial(check_params_accept_core_options, base=EncoderParams, section="model.encoder"), ["encoder"])
+register(partial(check_params_accept_core_options, base=LLMParams, section="model.llm"), ["llm"])

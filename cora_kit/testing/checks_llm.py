@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from cora_kit.interfaces import LLMParams
-from cora_kit.testing.base import CheckFailure, Subject, close, expect, finite, register, shape
+from cora_kit.testing.base import CheckFailure, CheckSkipped, Subject, close, expect, finite, register, shape
 
 
 def _ids(batch: int = 2, length: int = 7, seed: int = 0) -> torch.Tensor:
@@ -41,16 +40,6 @@ def _perturb_lora(llm: Any) -> None:
     with torch.no_grad():
         for p in llm.lora_parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=gen).to(p.dtype))
-
-
-def check_params_accept_core_options(s: Subject) -> str | None:
-    """The params model accepts what the pipeline passes: ``pretrained``, ``random_init``,
-    ``arch``, ``tokenizer``, ``trust_remote_code`` (``cora_kit.interfaces.LLMParams``)."""
-    fields = set(s.spec.params_model.model_fields) if s.spec.params_model is not None else set()
-    missing = sorted(set(LLMParams.model_fields) - fields)
-    expect(not missing, f"{s.label}: params model does not accept {missing}, which the pipeline passes from"
-           " model.llm; subclass cora_kit.interfaces.LLMParams")
-    return None
 
 
 def check_vision_token(s: Subject) -> str | None:
@@ -149,6 +138,39 @@ def check_lora_on_off(s: Subject) -> str | None:
     raise CheckFailure(f"{s.label}.set_lora_active(False) skipped non-zero adapters; expected RuntimeError (it would change the model)")
 
 
+def check_gradient_checkpointing(s: Subject) -> str | None:
+    """``set_gradient_checkpointing(True)`` keeps the gradient reaching ``inputs_embeds``
+    (Stage 2 back-propagates through the frozen LM, in eval mode) and the LoRA gradients;
+    ``""`` means not supported (the pipeline reports it: skipped here)."""
+    llm = _with_lora(s)
+    _perturb_lora(llm)
+    ids = _ids()
+
+    def grads(mode_train: bool) -> list[torch.Tensor]:
+        llm.train(mode_train)
+        emb = llm.embed_tokens(ids).detach().requires_grad_(True)
+        torch.manual_seed(0)  # the same dropout masks in both passes
+        out = llm(inputs_embeds=emb, attention_mask=torch.ones_like(ids), labels=ids)
+        out.loss.backward()
+        got = [emb.grad.clone()] + [p.grad.clone() for p in llm.lora_parameters() if p.grad is not None]
+        llm.zero_grad(set_to_none=True)
+        return got
+
+    before = {mode: grads(mode) for mode in (False, True)}
+    how = llm.set_gradient_checkpointing(True)
+    if not how:
+        raise CheckSkipped("set_gradient_checkpointing returns '': not supported (model.gradient_checkpointing reports it)")
+    after = {mode: grads(mode) for mode in (False, True)}
+    llm.set_gradient_checkpointing(False)
+    for mode in (False, True):
+        expect(len(after[mode]) == len(before[mode]), f"{s.label}: checkpointing changed which tensors get gradients")
+        for a, b in zip(after[mode], before[mode], strict=True):
+            ok, diff = close(a, b, atol=1e-5, rtol=1e-4)
+            expect(ok, f"{s.label} ({'train' if mode else 'eval'} mode): gradients differ by {diff:.3g} with"
+                   " gradient checkpointing; expected the same gradients")
+    return how
+
+
 def check_merge_and_save(s: Subject) -> str | None:
     """``merge_lora`` keeps the logits and empties ``lora_parameters``; ``save_pretrained``
     writes safetensors that the factory loads back (``pretrained=folder``) to the same LM."""
@@ -176,6 +198,6 @@ def check_merge_and_save(s: Subject) -> str | None:
     return f"{len(files)} weight file(s)"
 
 
-for _func in (check_params_accept_core_options, check_vision_token, check_declared_sizes, check_output_shape,
-              check_generate, check_lora_trainable_only, check_lora_on_off, check_merge_and_save):
+for _func in (check_vision_token, check_declared_sizes, check_output_shape, check_generate,
+              check_lora_trainable_only, check_lora_on_off, check_gradient_checkpointing, check_merge_and_save):
     register(_func, ["llm"])

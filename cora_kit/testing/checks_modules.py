@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from cora_kit.interfaces import EncoderParams, Grid
+from cora_kit.interfaces import Grid
 from cora_kit.testing.base import (
     GRID,
     CheckSkipped,
@@ -151,6 +151,37 @@ def check_gradients_flow(s: Subject, d: ModuleDriver) -> str | None:
     return f"{len(params)} trainable tensors"
 
 
+def _input_and_param_grads(s: Subject, d: ModuleDriver, module: Any) -> dict[str, torch.Tensor]:
+    x, grid = _inputs(s, d)
+    x.requires_grad_(True)
+    torch.manual_seed(0)  # the same dropout masks in both passes
+    y = d.run(module, x, grid)
+    (y * randn(*y.shape, seed=1)).sum().backward()
+    grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    module.zero_grad(set_to_none=True)
+    return {"<input>": x.grad.clone(), **grads}
+
+
+def check_gradient_checkpointing(s: Subject, d: ModuleDriver) -> str | None:
+    """``set_gradient_checkpointing(True)`` (``model.gradient_checkpointing``) keeps the
+    gradients (input and parameters) and ``set_gradient_checkpointing(False)`` restores the
+    module; ``""`` means not supported (the pipeline reports it: skipped here)."""
+    module = s.make().train()
+    before = _input_and_param_grads(s, d, module)
+    how = module.set_gradient_checkpointing(True)
+    if not how:
+        raise CheckSkipped("set_gradient_checkpointing returns '': not supported (model.gradient_checkpointing reports it)")
+    expect(isinstance(how, str), f"{s.label}.set_gradient_checkpointing(True) returned {how!r}; expected a description")
+    module.train()
+    after = _input_and_param_grads(s, d, module)
+    expect(after.keys() == before.keys(), f"{s.label}: with checkpointing, gradients reach {sorted(after)[:5]}; without, {sorted(before)[:5]}")
+    worst = max(close(after[k], before[k], atol=1e-5, rtol=1e-4)[1] for k in before)
+    expect(all(close(after[k], before[k], atol=1e-5, rtol=1e-4)[0] for k in before),
+           f"{s.label}: gradients differ by {worst:.3g} with gradient checkpointing; expected the same gradients")
+    module.set_gradient_checkpointing(False)
+    return how
+
+
 def check_state_dict_roundtrip_safetensors(s: Subject, d: ModuleDriver) -> str | None:
     """Weights saved with safetensors and loaded into a fresh instance reproduce the output."""
     a, b = s.make(seed=0), s.make(seed=1)
@@ -212,16 +243,6 @@ def check_frozen_split(s: Subject) -> str | None:
     return f"{enc.num_blocks} blocks"
 
 
-def check_params_accept_core_options(s: Subject) -> str | None:
-    """The params model accepts what the pipeline passes: ``pretrained``, ``random_init``,
-    ``arch`` (``cora_kit.interfaces.EncoderParams``)."""
-    fields = set(s.spec.params_model.model_fields) if s.spec.params_model is not None else set()
-    missing = sorted(set(EncoderParams.model_fields) - fields)
-    expect(not missing, f"{s.label}: params model does not accept {missing}, which the pipeline passes from"
-           " model.encoder; subclass cora_kit.interfaces.EncoderParams")
-    return None
-
-
 def check_save_pretrained(s: Subject) -> str | None:
     """``save_pretrained`` (export) writes safetensors the factory loads back with
     ``pretrained=folder`` to the same outputs; ``None`` means no own format (skipped)."""
@@ -251,7 +272,8 @@ def _bind(func: Callable[..., str | None], driver: ModuleDriver) -> Callable[[Su
 
 
 _SHARED = (check_dtype_float32_bf16, check_batch_independence, check_determinism_with_seed,
-           check_gradients_flow, check_state_dict_roundtrip_safetensors, check_no_nan_on_constant_input)
+           check_gradients_flow, check_gradient_checkpointing, check_state_dict_roundtrip_safetensors,
+           check_no_nan_on_constant_input)
 register(_bind(check_output_shape, RESAMPLER), ["resampler"])
 register(check_declared_grid, ["resampler"])
 for _func in _SHARED:
@@ -259,5 +281,4 @@ for _func in _SHARED:
 for _func in (check_output_shape, *_SHARED):
     register(_bind(_func, ENCODER), ["encoder"])
 register(check_frozen_split, ["encoder"])
-register(check_params_accept_core_options, ["encoder"])
 register(check_save_pretrained, ["encoder"])

@@ -45,5 +45,16 @@ def check_batch_independence(s: Subject) -> str | None:
     return None
 
 
-for _func in (check_output_shape, check_no_nan_on_constant_input, check_batch_independence):
+def check_memory_layout(s: Subject) -> str | None:
+    """uint8 in HWC memory (what the data path passes: ``read_erp(path, dtype=torch.uint8)``)
+    gives the same views as the same values in CHW memory."""
+    tiler = s.make()
+    hwc = (randn(2, 64, 128, 3).sigmoid() * 255).to(torch.uint8).permute(0, 3, 1, 2)  # [B,3,H,W], HWC memory
+    a, b = tiler(hwc).views, tiler(hwc.contiguous()).views
+    ok, diff = close(a, b)
+    expect(ok, f"{s.label}: a uint8 ERP in HWC memory gave views {diff:.3g} off the same ERP in CHW memory")
+    return None
+
+
+for _func in (check_output_shape, check_no_nan_on_constant_input, check_batch_independence, check_memory_layout):
     register(_func, ["tiler"])

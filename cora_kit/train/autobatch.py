@@ -10,8 +10,9 @@ up the rest. The choice is printed and recorded in the run's config.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from cora_kit.errors import ConfigError
 
@@ -143,12 +144,15 @@ def plan_from_ram(
     return plan_split(per_device, limit, world_size, limit, rule)
 
 
-def saved_activation_bytes(step: Callable[[], Any]) -> int:
-    """Bytes of the tensors autograd saves for backward during ``step()`` (one forward)."""
+def saved_activation_bytes(step: Callable[[], Any], exclude: Iterable[Any] = ()) -> int:
+    """Bytes of the distinct storages autograd saves for backward during ``step()`` (one
+    forward), less those of ``exclude``: pass the model's parameters, which autograd saves
+    too (a frozen weight is kept for the input's gradient) but which do not grow with the
+    batch. Device-independent: model-summary's activation coefficients are checked with it."""
     import torch
 
     total = 0
-    seen: set[int] = set()
+    seen: set[int] = {t.untyped_storage().data_ptr() for t in exclude if t.device.type != "meta"}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         nonlocal total
@@ -170,13 +174,17 @@ def search_stage_batch(
     world_size: int,
     device_type: str,
     available_bytes: float | None = None,
+    exclude: Iterable[Any] = (),
 ) -> BatchPlan:
     """The split of one stage's effective batch for ``--batch-size auto``.
 
-    ``step(b)`` runs forward+backward of the stage's step on a synthetic micro-batch of
-    ``b`` (and returns the loss). CUDA: trials with doubling + bisection (OOM caught,
-    cache emptied), ``SAFETY_MARGIN``. CPU: the stated RAM rule with bytes per sample =
-    2 x the activation bytes autograd saves for one sample (gradients and temporaries).
+    ``batch_size`` x ``grad_accum`` is what one device processes per optimizer step (under
+    DDP: the per-rank share of the configured effective batch). ``step(b)`` runs
+    forward+backward of the stage's step on a synthetic micro-batch of ``b`` (and returns
+    the loss). CUDA: trials with doubling + bisection (OOM caught, cache emptied),
+    ``SAFETY_MARGIN``. CPU: the stated RAM rule with bytes per sample = 2 x the activation
+    bytes autograd saves for one sample (gradients and temporaries), less ``exclude`` (the
+    model's parameters, which autograd saves too but which do not grow with the batch).
     """
     import torch
 
@@ -186,5 +194,5 @@ def search_stage_batch(
         import psutil
 
         available_bytes = float(psutil.virtual_memory().available)
-    per_sample = 2.0 * saved_activation_bytes(lambda: step(1))
+    per_sample = 2.0 * saved_activation_bytes(lambda: step(1), exclude)
     return plan_from_ram(batch_size, grad_accum, world_size, max(per_sample, 1.0), available_bytes)

@@ -1,10 +1,17 @@
 """The splits a run needs, as light records whose ERP is decoded only when used.
 
 ``Splits``: ``stage1_train`` / ``stage1_val`` (images only) and ``train`` / ``val`` /
-``test`` (image, query, answer, references, kind). A record is a dict with ``id``,
-``image_path`` (and the text fields; ``kind`` is None when the data names none); reading ``record["erp"]`` decodes the image
-(``[3,H,W]`` float in [0,1]) the first time it is needed, so served-from-cache epochs
-never decode a PNG.
+``test`` (image, query, answer, references, kind), one record per (image, query) with all
+its references (``answer`` is the first; ``kind`` is None when the data names none). A
+record is a dict with ``id``, ``image_path`` (and the text fields); reading ``record["erp"]``
+decodes the image (``[3,H,W]`` float in [0,1]) the first time it is needed, so
+served-from-cache epochs never decode a PNG.
+
+``training_items(records, targets)`` is what Stages 2-3 iterate over (``data.train_targets``):
+``all`` one item per (image, query, annotation), as the seed trains on every CSV row; ``first``
+one per (image, query) with its first annotation; ``sample`` one per (image, query) with an
+annotation drawn per epoch (seeded). ``annotation_rows`` expands records the ``all`` way (the
+validation loss is on every val row). ``data_report`` is the run's ``data-report.json``.
 """
 
 from __future__ import annotations
@@ -21,18 +28,20 @@ from cora_kit.errors import DataError
 
 
 class Record(dict):
-    """A dict whose ``"erp"`` is decoded on first access (not kept afterwards)."""
+    """A dict whose ``"erp"`` is decoded on first access (not kept afterwards); ``"erp" in
+    record`` is False (the training path reads and tiles the file in DataLoader workers,
+    ``cora_kit.data.TiledImages``). ``erp_size``: (H, W) to resize to, or None."""
 
     def __init__(self, *args: Any, erp_size: tuple[int, int] | None = None, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self._erp_size = erp_size
+        self.erp_size = erp_size
 
     def __missing__(self, key: str) -> torch.Tensor:
         if key != "erp":
             raise KeyError(key)
-        from cora_kit.data.dataset import decode_erp
+        from cora_kit.data.images import read_erp
 
-        return decode_erp(self["image_path"], self._erp_size)
+        return read_erp(self["image_path"], self.erp_size)
 
 
 @dataclass
@@ -44,6 +53,9 @@ class Splits:
     test: Sequence[dict[str, Any]] = field(default_factory=list)
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    #: the loaders' reports by split (train, val, test, stage1_train, stage1_val): what was
+    #: read and every skipped row
+    reports: dict[str, Any] = field(default_factory=dict)
 
 
 def _captions(report: Any) -> list[dict[str, Any]]:
@@ -87,13 +99,107 @@ def load_splits(config: CoraConfig, root: Path | None = None) -> Splits:
         train = load_split(root, "train", **kw)
         images = _images_of(train)
         return Splits(images, [], _captions(train), [], [], str(root),
-                      notes=[f"{root} is one CSV: used as the train split; no val/test split to evaluate on"])
+                      notes=[f"{root} is one CSV: used as the train split; no val/test split to evaluate on"],
+                      reports={"train": train})
     train = load_split(root, "train", **kw)
     test = load_split(root, "test", **kw)
     val = load_split(root, "val", **kw)
     s1_train = load_images(root, "train", **kw)
     s1_val = load_images(root, "val", **kw)
-    return Splits(_images(s1_train), _images(s1_val), _captions(train), _captions(val), _captions(test), str(root))
+    reports = {"train": train, "val": val, "test": test, "stage1_train": s1_train, "stage1_val": s1_val}
+    return Splits(_images(s1_train), _images(s1_val), _captions(train), _captions(val), _captions(test), str(root),
+                  reports=reports)
+
+
+# --- what Stages 2-3 train on ------------------------------------------------------------
+
+TRAIN_TARGETS = ("all", "first", "sample")
+
+
+def _with_answer(record: dict[str, Any], key: str, answer: str) -> Record:
+    out = Record(record, erp_size=getattr(record, "_erp_size", None))
+    out["id"], out["answer"] = key, answer
+    return out
+
+
+def annotation_rows(records: Sequence[dict[str, Any]]) -> list[Record]:
+    """One record per (image, query, annotation): ``answer`` is that annotation, ``id`` is
+    ``<id>/<k>``; ``references`` stays the whole group."""
+    return [_with_answer(r, f"{r['id']}/{k}", ref) for r in records for k, ref in enumerate(r["references"])]
+
+
+class SampledTargets(Sequence):
+    """One item per (image, query); ``for_epoch(stage, epoch)`` draws one annotation of each
+    as its answer, seeded by (seed, stage, epoch), so a resumed run draws the same ones.
+    Indexing gives the records as loaded (answer: the first annotation)."""
+
+    def __init__(self, records: Sequence[dict[str, Any]], seed: int) -> None:
+        self.records, self.seed = list(records), seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.records[index]
+
+    def for_epoch(self, stage: int, epoch: int) -> list[Record]:
+        g = torch.Generator().manual_seed(7_919 * self.seed + 104_729 * stage + epoch)
+        picks = [int(torch.randint(len(r["references"]), (1,), generator=g)) for r in self.records]
+        return [_with_answer(r, r["id"], r["references"][k]) for r, k in zip(self.records, picks, strict=True)]
+
+
+def training_items(records: Sequence[dict[str, Any]], targets: str, seed: int = 0) -> Sequence[dict[str, Any]]:
+    """What Stages 2-3 iterate over for ``data.train_targets`` (see the module docstring)."""
+    if targets == "all":
+        return annotation_rows(records)
+    if targets == "first":
+        return list(records)
+    if targets == "sample":
+        return SampledTargets(records, seed)
+    raise DataError(f"data.train_targets must be one of {', '.join(TRAIN_TARGETS)}; got {targets!r}")
+
+
+def epoch_items(items: Sequence[dict[str, Any]], stage: int, epoch: int) -> Sequence[dict[str, Any]]:
+    """The items of one epoch: ``items`` itself, or this epoch's draw of a ``SampledTargets``."""
+    return items.for_epoch(stage, epoch) if isinstance(items, SampledTargets) else items
+
+
+# --- data-report.json ----------------------------------------------------------------------
+
+
+def data_report(splits: Splits, config: CoraConfig, training: int | None = None) -> dict[str, Any]:
+    """``data-report.json``: per split what was read and skipped, and every skipped row."""
+    per_split: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    for name, rep in splits.reports.items():
+        per_split[name] = {
+            "file": rep.source, "format": rep.format, "rows_read": rep.num_rows, "items": len(rep),
+            "skipped": sum(rep.skipped.values()), "skipped_by_reason": dict(sorted(rep.skipped.items())),
+        }
+        rows += [{"split": name, **r} for r in getattr(rep, "skipped_rows", [])]
+    return {
+        "source": splits.source,
+        "on_bad_row": config.data.on_bad_row,
+        "train_targets": config.data.train_targets,
+        "training_items_stage2_3": training,
+        "splits": per_split,
+        "skipped_total": len(rows),
+        "skipped_rows": rows,
+        "notes": list(splits.notes),
+    }
+
+
+def skipped_line(report: dict[str, Any]) -> str | None:
+    """``"N rows skipped (train 3, test 1: missing image 4)"`` or None when none were."""
+    if not report["skipped_total"]:
+        return None
+    per = ", ".join(f"{k} {v['skipped']}" for k, v in report["splits"].items() if v["skipped"])
+    reasons: dict[str, int] = {}
+    for v in report["splits"].values():
+        for reason, n in v["skipped_by_reason"].items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    why = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
+    return f"{report['skipped_total']} rows skipped ({per}: {why})"
 
 
 def _images_of(report: Any) -> list[dict[str, Any]]:
@@ -103,4 +209,7 @@ def _images_of(report: Any) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-__all__ = ["Record", "Splits", "data_root", "load_splits"]
+__all__ = [
+    "TRAIN_TARGETS", "Record", "SampledTargets", "Splits", "annotation_rows", "data_report", "data_root",
+    "epoch_items", "load_splits", "skipped_line", "training_items",
+]

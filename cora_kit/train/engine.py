@@ -1,277 +1,50 @@
-"""The three-stage run: ``run(config, out_dir, stages=(1, 2, 3)) -> RunResult``.
+"""The three-stage run: ``run(config, out_dir, stages=(1, 2, 3), model_factory=...) -> RunResult``.
 
 One function drives ``cora-kit run``, torchrun/DDP processes and the ablation grid
-(``feature_cache_dir`` shared between cells). Per stage: assert the freeze schedule and
-print the trainable groups, fill the frozen-feature cache, then AdamW with warmup +
-cosine, gradient accumulation and clipping over a seeded, resumable item order.
+(``feature_cache_dir`` shared between cells): set up the run folder and the device, build the
+model (``model_factory``: the engine sits below the pipeline and never imports it), load the
+splits (``data-report.json``: what was read and every skipped row) and the earlier stages'
+weights, then per stage Stage-1 diagnostics around ``StageRun`` (``stage_run.py``: schedule,
+feature cache, AdamW with warmup + cosine, accumulation, clipping, validation at each epoch
+end, resumable checkpoints), and last the test-split evaluation and ``summary.md``. Stages
+2-3 train on ``training_items`` (``data.train_targets``: every annotation row by default).
 Checkpoints hold trainable weights only (safetensors) plus a weights-only resume state;
-Ctrl-C saves one before leaving, a non-finite loss stops the stage and keeps the last.
+Ctrl-C saves one before leaving, a non-finite loss stops the stage and keeps the last good
+one. The run holds ``run.lock`` of its folder throughout (``lock.py``), and a kill at any
+moment leaves a folder ``--resume`` completes exactly (``checkpoint.py``, ``run_dir.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import random
+import json
+import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from cora_kit.config import CoraConfig, StageConfig, to_yaml
+from cora_kit.config import CoraConfig, to_yaml
 from cora_kit.device import resolve_device
 from cora_kit.errors import CheckpointError, CoraKitError
 from cora_kit.train import checkpoint as ckpt
 from cora_kit.train import distributed as dist_utils
-from cora_kit.train.data import Splits, load_splits
-from cora_kit.train.progress import StageProgress
+from cora_kit.train import report
+from cora_kit.train.context import (
+    NonFiniteLossError,
+    RunContext,
+    RunResult,
+    StageResult,
+    StepCallback,
+    Validator,
+    seed_everything,
+)
+from cora_kit.train.data import Splits, annotation_rows, data_report, load_splits, skipped_line, training_items
+from cora_kit.train.lock import one_writer
 from cora_kit.train.protocol import CoraModelLike, ModelFactory
 from cora_kit.train.run_dir import RunDir
-from cora_kit.train.stages import STEP_FNS, FeatureProvider, epoch_order, plan_steps, stage1_views, warmup_cosine
-
-
-class NonFiniteLossError(CoraKitError, FloatingPointError):
-    """A loss became NaN/Inf; the stage stopped, the last good checkpoint is kept."""
-
-    def __init__(self, stage: int, step: int, value: float, checkpoint_step: int | None) -> None:
-        kept = f"last good checkpoint: step {checkpoint_step}" if checkpoint_step else "no checkpoint was written yet"
-        super().__init__(f"stage {stage}: loss is {value} at step {step}; stopped ({kept})")
-        self.stage, self.step, self.value, self.checkpoint_step = stage, step, value, checkpoint_step
-
-
-@dataclass
-class StageResult:
-    stage: int
-    steps: int
-    metrics: dict[str, float]
-    trainable: dict[str, int]
-    seconds: float
-    resumed_from: int | None = None
-    skipped: bool = False
-
-
-@dataclass
-class RunResult:
-    out_dir: Path
-    stages: dict[int, StageResult] = field(default_factory=dict)
-    diagnostics: dict[str, Any] | None = None
-    scores: dict[str, Any] | None = None
-    seconds: float = 0.0
-    #: ``encoder_image_passes`` (images through the frozen encoder prefix) and ``cache_hits``
-    cache_stats: dict[str, int] = field(default_factory=dict)
-
-
-StepCallback = Callable[[int, int, dict[str, float]], None]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if device.type == "cuda" and precision in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-class _StepModule(torch.nn.Module):
-    """Wraps a stage step so DDP sees one ``forward`` (gradient all-reduce hooks)."""
-
-    def __init__(self, model: CoraModelLike, stage: int, cfg: StageConfig) -> None:
-        super().__init__()
-        self.model = model
-        self.fn = STEP_FNS[stage]
-        self.cfg = cfg
-
-    def forward(self, hidden: torch.Tensor, items: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.fn(self.model, hidden, items, self.cfg)
-
-
-@dataclass
-class _Ctx:
-    config: CoraConfig
-    rd: RunDir
-    dist: dist_utils.DistInfo
-    device: torch.device
-    cache_dir: Path
-    progress: bool
-    plain: bool
-    on_step: StepCallback | None
-    #: encoder_image_passes / cache_hits of every FeatureProvider of this run
-    cache_stats: dict[str, int] = field(default_factory=dict)
-
-
-def _auto_batch(
-    ctx: _Ctx, model: CoraModelLike, stage: int, cfg: StageConfig, provider: FeatureProvider,
-    items: Sequence[dict[str, Any]], say: Callable[..., None],
-) -> StageConfig:
-    """``--batch-size auto``: split the stage's effective batch by what fits; the choice is
-    printed and written into the run's config.yaml."""
-    from cora_kit.train.autobatch import search_stage_batch
-
-    sample = provider.features(items[:1])
-    fn = STEP_FNS[stage]
-
-    def step(b: int) -> torch.Tensor:
-        model.zero_grad(set_to_none=True)
-        try:
-            with _autocast(ctx.device, ctx.config.precision):
-                loss, _ = fn(model, sample.expand(b, *sample.shape[1:]).clone(), [items[0]] * b, cfg)
-            loss.backward()
-        finally:
-            model.zero_grad(set_to_none=True)
-        return loss
-
-    with torch.random.fork_rng(devices=[ctx.device.index or 0] if ctx.device.type == "cuda" else []):
-        plan = search_stage_batch(step, cfg.batch_size, cfg.grad_accum, ctx.dist.world_size, ctx.device.type)
-    new = cfg.model_copy(update={"batch_size": plan.micro_batch, "grad_accum": plan.grad_accum})
-    say(
-        f"stage {stage}: --batch-size auto: micro-batch {plan.micro_batch} x accumulation {plan.grad_accum}"
-        f" x {plan.world_size} process(es) = effective {plan.effective} (unchanged); {plan.rule}"
-    )
-    stages = ctx.config.stages.model_copy(update={f"stage{stage}": new})
-    ctx.config = ctx.config.model_copy(update={"stages": stages})
-    ctx.rd.write_text(ctx.rd.config, to_yaml(ctx.config))
-    return new
-
-
-def _train_stage(ctx: _Ctx, model: CoraModelLike, stage: int, items: Sequence[dict[str, Any]], resume: bool) -> StageResult:
-    cfg: StageConfig = getattr(ctx.config.stages, f"stage{stage}")
-    stage_dir = ctx.rd.stage(stage)
-    t0 = time.perf_counter()
-    trainable = model.set_stage(stage)
-    say = print if (ctx.progress and ctx.dist.is_main) else (lambda *a, **k: None)
-    groups = ", ".join(f"{k} {v:,}" for k, v in trainable.items())
-    say(f"stage {stage}: trainable groups: {groups} (total {sum(trainable.values()):,})")
-    if not items:
-        raise CoraKitError(f"stage {stage}: the training split is empty")
-
-    seed_everything(ctx.config.seed * 1000 + stage)
-    views = stage1_views(model) if stage == 1 else None  # seed: Stage 1 sees the tiles only
-    provider = FeatureProvider(
-        model, stage, str(ctx.cache_dir), ctx.device, ctx.config.eval.batch_size, views, stats=ctx.cache_stats
-    )
-    mine = items[ctx.dist.rank :: ctx.dist.world_size]
-    n_new = provider.fill(mine)
-    dist_utils.barrier(ctx.dist)
-    provider.cache.refresh()
-    say(f"stage {stage}: feature cache {provider.cache.dir} ({n_new} images encoded, {len(provider.cache)} cached)")
-
-    if ctx.config.auto_batch:
-        cfg = _auto_batch(ctx, model, stage, cfg, provider, items, say)
-    micro, total = plan_steps(len(items), cfg, ctx.dist.world_size)
-    params = [p for g in model.param_groups(stage, cfg) for p in g["params"]]
-    optim = torch.optim.AdamW(model.param_groups(stage, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, warmup_cosine(total, cfg.warmup_ratio))
-    step, resumed_from = 0, None
-    if resume and ckpt.has_checkpoint(stage_dir):
-        weights, state = ckpt.load_checkpoint(stage_dir)
-        model.load_trainable_state_dict(weights, strict=True)
-        optim.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        ckpt.set_rng_state(state["rng"])
-        step = resumed_from = int(state["step"])
-        if int(state["total_steps"]) != total:
-            raise CheckpointError(
-                f"{stage_dir}: checkpoint planned {state['total_steps']} steps, this config plans {total};"
-                " resume needs the same config"
-            )
-        ctx.rd.truncate_metrics(stage, step)
-        say(f"stage {stage}: resumed at step {step}/{total}")
-
-    module = _StepModule(model, stage, cfg)
-    runner: torch.nn.Module = module
-    if ctx.dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        runner = DDP(module, device_ids=ids, find_unused_parameters=True)
-    model.train()
-    orders: dict[int, list[int]] = {}
-    last_ckpt = resumed_from
-    metrics: dict[str, float] = {}
-    window: list[float] = []
-
-    def save(at_step: int, rng: dict[str, Any]) -> None:
-        nonlocal last_ckpt
-        if ctx.rd.writer:
-            ckpt.save_checkpoint(stage_dir, model.trainable_state_dict(stage), {
-                "step": at_step, "total_steps": total, "stage": stage, "optimizer": optim.state_dict(),
-                "scheduler": sched.state_dict(), "rng": rng,
-            })
-        last_ckpt = at_step
-
-    rng = ckpt.rng_state()
-    with StageProgress(stage, total, enabled=ctx.progress and ctx.dist.is_main, force_plain=ctx.plain) as bar:
-        bar.update(step, 0, {})
-        epoch = (step * cfg.grad_accum) // micro
-        try:
-            while step < total:
-                rng = ckpt.rng_state()  # the state a resume from `step` must restore
-                optim.zero_grad(set_to_none=True)
-                logs: dict[str, float] = {}
-                n_items = 0
-                for a in range(cfg.grad_accum):
-                    m = step * cfg.grad_accum + a
-                    epoch, idx = divmod(m, micro)
-                    if epoch not in orders:
-                        orders.clear()
-                        orders[epoch] = epoch_order(len(items), ctx.config.seed, stage, epoch, ctx.dist.rank, ctx.dist.world_size)
-                    batch = [items[i] for i in orders[epoch][idx * cfg.batch_size : (idx + 1) * cfg.batch_size]]
-                    hidden = provider.features(batch)
-                    sync = a == cfg.grad_accum - 1 or not ctx.dist.enabled
-                    # DDP all-reduces gradients only on the last micro-batch of a step
-                    with contextlib.nullcontext() if sync else runner.no_sync():
-                        with _autocast(ctx.device, ctx.config.precision):
-                            loss, step_logs = runner(hidden, batch)
-                        value = float(loss.detach())
-                        if dist_utils.any_rank(not math.isfinite(value), ctx.dist, ctx.device):
-                            raise NonFiniteLossError(stage, step + 1, value, last_ckpt)
-                        (loss / cfg.grad_accum).backward()
-                    for k, v in {"loss": value, **step_logs}.items():
-                        logs[k] = logs.get(k, 0.0) + v / cfg.grad_accum
-                    n_items += len(batch)
-                grad_norm = None
-                if cfg.grad_clip is not None:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-                lr = optim.param_groups[0]["lr"]
-                optim.step()
-                sched.step()
-                step += 1
-                window.append(logs["loss"])
-                metrics = {**logs, "lr": lr, **({"grad_norm": grad_norm} if grad_norm is not None else {})}
-                bar.update(step, n_items * ctx.dist.world_size, metrics)
-                if step % cfg.log_every == 0 or step == total:
-                    row = {"stage": stage, "step": step, "epoch": epoch, **metrics,
-                           "loss_mean": sum(window) / len(window), "samples_per_s": bar.throughput()}
-                    window.clear()
-                    ctx.rd.log_metrics(row)
-                if (step * cfg.grad_accum) % micro < cfg.grad_accum or step == total:
-                    bar.epoch_end(epoch, step, {"loss": metrics["loss"], "lr": lr})
-                if step % cfg.checkpoint_every == 0 and step < total:
-                    save(step, ckpt.rng_state())
-                if ctx.on_step is not None:
-                    ctx.on_step(stage, step, metrics)
-        except KeyboardInterrupt:
-            save(step, rng)
-            bar.message(f"stage {stage}: interrupted; checkpoint saved at step {step} ({stage_dir}); use --resume")
-            raise
-    final = model.trainable_state_dict(stage)
-    seconds = time.perf_counter() - t0
-    info = {"stage": stage, "steps": step, "metrics": metrics, "trainable": trainable, "seconds": seconds}
-    if ctx.rd.writer:
-        ckpt.mark_done(stage_dir, final, info)
-    dist_utils.barrier(ctx.dist)
-    say(f"stage {stage}: done, {step} steps in {seconds:.0f}s, loss {metrics.get('loss', float('nan')):.4f}")
-    return StageResult(stage, step, metrics, trainable, seconds, resumed_from)
+from cora_kit.train.stage_run import StageRun
+from cora_kit.train.stages import STEP_FNS
+from cora_kit.train.trackers import Trackers, check_available
 
 
 def _load_previous(model: CoraModelLike, before: int, sources: Sequence[Path]) -> list[str]:
@@ -294,6 +67,134 @@ def _load_previous(model: CoraModelLike, before: int, sources: Sequence[Path]) -
     return loaded
 
 
+def _open_run(config: CoraConfig, out_dir: Path, stages: list[int], resume: bool, feature_cache_dir: str | Path | None,
+              progress: bool, plain_progress: bool, on_step: StepCallback | None,
+              info: dist_utils.DistInfo) -> RunContext:
+    """Device and run folder (refused when it holds stages and not resuming) in the process
+    group ``info``, and the experiment trackers of ``config.logging`` (rank 0)."""
+    device = resolve_device(config.device, info.local_rank if info.enabled else None)
+    rd = RunDir(out_dir, writer=info.is_main)
+    if not resume and any(rd.stage(s).exists() for s in stages):  # every rank checks: no hang
+        raise CoraKitError(f"{out_dir} already holds stage folders; pass --resume to continue it or choose another --name")
+    dist_utils.barrier(info)
+    rd.prepare()
+    cache_dir = Path(feature_cache_dir) if feature_cache_dir else out_dir.parent / ".feature-cache"
+    ctx = RunContext(config, rd, info, device, cache_dir, progress, plain_progress, on_step)
+    if rd.writer:
+        lg = config.logging
+        ctx.trackers = Trackers.open(
+            lg.loggers, out_dir, config.model_dump(mode="json"), project=lg.project, wandb_mode=lg.wandb_mode,
+            wandb_entity=lg.wandb_entity, group=lg.group, mlflow_tracking_uri=lg.mlflow_tracking_uri,
+        )
+        if ctx.trackers.names:
+            ctx.say(f"logging to metrics.jsonl and {', '.join(ctx.trackers.names)}")
+    return ctx
+
+
+def _record_model(ctx: RunContext, model: CoraModelLike, first_stage: int, from_run: str | Path | None) -> None:
+    """config.yaml + plugins.json + weights fingerprint, then the earlier stages' weights."""
+    rd = ctx.rd
+    rd.write_text(rd.config, to_yaml(ctx.config))
+    rd.write_json(rd.plugins, model.plugin_metadata())
+    ckpt.check_or_write_fingerprint(rd.root / ckpt.WEIGHTS_FINGERPRINT, model.weights_fingerprint(), writer=rd.writer)
+    _load_previous(model, first_stage, [rd.root] + ([Path(from_run)] if from_run else []))
+
+
+def _recorded_diagnostics(rd: RunDir) -> dict:
+    """diagnostics.json as an earlier attempt left it ({} when absent or unreadable)."""
+    try:
+        data = json.loads(rd.diagnostics.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _diagnostics_before(ctx: RunContext, model: CoraModelLike, stages: list[int], splits: Splits, resume: bool) -> dict | None:
+    """Stage-1 diagnostics of the untrained resampler: the ones an earlier attempt recorded,
+    else measured now (the model still holds its initial weights) and written at once, so no
+    kill after this point can lose them. Rank 0 only (the other ranks go on to their next
+    stage's cache fill)."""
+    if 1 not in stages or not splits.stage1_val or not ctx.dist.is_main:
+        return None
+    recorded = _recorded_diagnostics(ctx.rd) if resume else {}
+    if recorded.get("before") is not None:
+        return recorded["before"]
+    before = report.stage1_diagnostics(model, splits.stage1_val, ctx)
+    ctx.rd.write_json(ctx.rd.diagnostics, {"split": "stage1_val", "before": before, "after": None})
+    return before
+
+
+DATA_REPORT = "data-report.json"
+
+
+def _record_data(ctx: RunContext, splits: Splits, train_items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``data-report.json``; skipped rows are also printed (stderr), whatever the progress setting."""
+    data = data_report(splits, ctx.config, training=len(train_items))
+    ctx.rd.write_json(ctx.rd.root / DATA_REPORT, data)
+    line = skipped_line(data)
+    if line and ctx.dist.is_main:
+        print(f"data: {line}; every one is listed in {ctx.rd.root / DATA_REPORT}", file=sys.stderr)
+    return data
+
+
+def _validators(ctx: RunContext, model: CoraModelLike, splits: Splits) -> tuple[dict[int, Validator], dict[str, Any]]:
+    """Per stage, what runs at the end of each epoch (``eval.validation``): Stage 1 the seed's
+    diagnostics on stage1_val (logged as ``val_adj_cos`` ...), Stages 2-3 the LM loss on every
+    (image, query, annotation) row of the val split (``val_loss``). Also returns the dict the
+    last Stage-1 diagnostics are kept in (diagnostics.json's ``after``)."""
+    last: dict[str, Any] = {}
+    if not ctx.config.eval.validation:
+        return {}, last
+    val_rows = annotation_rows(splits.val)
+
+    def stage1(stage: int, epoch: int) -> dict[str, float]:
+        diag = report.stage1_diagnostics(model, splits.stage1_val, ctx)
+        last.clear()
+        last.update(diag)
+        return {f"val_{k}": float(v) for k, v in diag.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "num_images"}
+
+    def lm(stage: int, epoch: int) -> dict[str, float]:
+        return report.validation_loss(model, val_rows, ctx, stage)
+
+    out: dict[int, Validator] = {}
+    if splits.stage1_val:
+        out[1] = stage1
+    if val_rows:
+        out[2] = out[3] = lm
+    return out, last
+
+
+def _train_stages(ctx: RunContext, model: CoraModelLike, stages: list[int], splits: Splits, resume: bool,
+                  result: RunResult, train_items: Sequence[dict[str, Any]]) -> None:
+    """Every enabled stage in order; finished ones are skipped on resume (weights loaded)."""
+    validators, last_diagnostics = _validators(ctx, model, splits)
+    diag_before = _diagnostics_before(ctx, model, stages, splits, resume)
+    for stage in stages:
+        if not getattr(ctx.config.stages, f"stage{stage}").enabled:
+            continue
+        stage_dir = ctx.rd.stage(stage)
+        trained = not (resume and ckpt.is_done(stage_dir))
+        if not trained:
+            if ctx.rd.writer:
+                ckpt.tidy_done(stage_dir)  # checkpoints a kill left after done.json
+            model.set_stage(stage)
+            model.load_trainable_state_dict(ckpt.load_final(stage_dir), strict=True)
+            result.stages[stage] = StageResult(stage, 0, {}, {}, 0.0, skipped=True)
+        else:
+            items = splits.stage1_train if stage == 1 else train_items
+            result.stages[stage] = StageRun(ctx, model, stage, items, resume, validators.get(stage)).run()
+        if stage == 1 and diag_before is not None and (trained or _recorded_diagnostics(ctx.rd).get("after") is None):
+            # (rank 0) a stage trained here was measured by its last epoch's validation; after a kill
+            # between done.json and diagnostics.json, the finished stage is measured now
+            after = (dict(last_diagnostics) if trained else {}) or report.stage1_diagnostics(model, splits.stage1_val, ctx)
+            result.diagnostics = {"split": "stage1_val", "before": diag_before, "after": after}
+            ctx.rd.write_json(ctx.rd.diagnostics, result.diagnostics)
+    if result.diagnostics is None and ctx.rd.diagnostics.is_file():
+        result.diagnostics = _recorded_diagnostics(ctx.rd)
+
+
+@one_writer
 def run(
     config: CoraConfig,
     out_dir: str | Path,
@@ -312,70 +213,58 @@ def run(
     """Train ``stages`` in order into ``out_dir`` and evaluate; see the module docstring.
 
     ``model_factory(config, device)`` builds the model (``cora_kit.pipeline.CoraModel.
-    from_config`` for real runs: the engine sits below the pipeline and never imports it).
-    ``feature_cache_dir`` defaults to ``<out_dir>/../.feature-cache`` (shared by runs in
-    one output folder). ``from_run`` supplies earlier stages' weights.
+    from_config`` for real runs). ``feature_cache_dir`` defaults to
+    ``<out_dir>/../.feature-cache`` (shared by runs in one output folder). ``from_run``
+    supplies earlier stages' weights. Metrics go to ``metrics.jsonl`` and to the trackers of
+    ``config.logging`` (closed - as failed when an exception leaves - before ``run``
+    returns). Under torchrun the process group gets ``distributed.timeout_s`` and is
+    destroyed at the end when this run created it.
     """
-    from cora_kit.train import report
-
     t_start = time.perf_counter()
-    stages = sorted(set(int(s) for s in stages))
-    if not stages or any(s not in STEP_FNS for s in stages):
-        raise CoraKitError(f"stages must be a subset of 1,2,3; got {stages}")
-    info = dist_utils.setup(resolve_device(config.device).type)
-    device = resolve_device(config.device, info.local_rank if info.enabled else None)
-    out_dir = Path(out_dir)
-    rd = RunDir(out_dir, writer=info.is_main)
-    if not resume and any(rd.stage(s).exists() for s in stages):  # every rank checks: no hang
-        raise CoraKitError(f"{out_dir} already holds stage folders; pass --resume to continue it or choose another --name")
-    dist_utils.barrier(info)
-    rd.prepare()
-    cache_dir = Path(feature_cache_dir) if feature_cache_dir else out_dir.parent / ".feature-cache"
-    ctx = _Ctx(config, rd, info, device, cache_dir, progress, plain_progress, on_step)
+    wanted = sorted(set(int(s) for s in stages))
+    if not wanted or any(s not in STEP_FNS for s in wanted):
+        raise CoraKitError(f"stages must be a subset of 1,2,3; got {wanted}")
+    if config.eval.protocol == "paper":  # before hours of training: the columns exist
+        from cora_kit.eval.protocols import paper_columns
 
+        paper_columns(config.eval.metrics)
+    check_available(config.logging.loggers)  # every rank, before anything is written
+    info = dist_utils.setup(resolve_device(config.device).type, config.distributed.timeout_s)
+    try:
+        ctx = _open_run(config, Path(out_dir), wanted, resume, feature_cache_dir, progress, plain_progress, on_step,
+                        info)
+        failed = True
+        try:
+            result = _train_and_evaluate(ctx, config, out_dir, wanted, model_factory, resume, from_run, splits,
+                                         evaluate, t_start)
+            failed = False
+        finally:
+            ctx.trackers.close(failed=failed)
+        return result
+    finally:
+        dist_utils.teardown(info)  # a group this run created is destroyed, on errors too
+
+
+def _train_and_evaluate(ctx: RunContext, config: CoraConfig, out_dir: str | Path, wanted: list[int],
+                        model_factory: ModelFactory, resume: bool, from_run: str | Path | None,
+                        splits: Splits | None, evaluate: bool, t_start: float) -> RunResult:
+    """Build the model, train the stages, evaluate (every rank captions its shard of the test
+    split; rank 0 scores) and write ``summary.md``."""
     seed_everything(config.seed)
-    model = model_factory(config, device)
+    model = model_factory(config, ctx.device)
     splits = splits if splits is not None else load_splits(config)
-    rd.write_text(rd.config, to_yaml(config))
-    rd.write_json(rd.plugins, model.plugin_metadata())
-    ckpt.check_or_write_fingerprint(rd.root / ckpt.WEIGHTS_FINGERPRINT, model.weights_fingerprint(), writer=rd.writer)
-    sources = [out_dir] + ([Path(from_run)] if from_run else [])
-    _load_previous(model, stages[0], sources)
-
-    result = RunResult(out_dir)
-    diag_before = None
-    if 1 in stages and splits.stage1_val and not (resume and ckpt.is_done(rd.stage(1))):
-        diag_before = report.stage1_diagnostics(model, splits.stage1_val, ctx)
-    elif 1 in stages and rd.diagnostics.is_file():
-        import json
-
-        diag_before = json.loads(rd.diagnostics.read_text()).get("before")
-    for stage in stages:
-        if not getattr(config.stages, f"stage{stage}").enabled:
-            continue
-        stage_dir = rd.stage(stage)
-        if resume and ckpt.is_done(stage_dir):
-            model.set_stage(stage)
-            model.load_trainable_state_dict(ckpt.load_final(stage_dir), strict=True)
-            result.stages[stage] = StageResult(stage, 0, {}, {}, 0.0, skipped=True)
-            continue
-        items = splits.stage1_train if stage == 1 else splits.train
-        result.stages[stage] = _train_stage(ctx, model, stage, items, resume)
-        if stage == 1 and splits.stage1_val:
-            after = report.stage1_diagnostics(model, splits.stage1_val, ctx)
-            result.diagnostics = {"split": "stage1_val", "before": diag_before, "after": after}
-            rd.write_json(rd.diagnostics, result.diagnostics)
-    if result.diagnostics is None and rd.diagnostics.is_file():
-        import json
-
-        result.diagnostics = json.loads(rd.diagnostics.read_text())
-    if evaluate and max(stages) >= 2 and info.is_main:
+    train_items = training_items(splits.train, config.data.train_targets, config.seed)
+    result = RunResult(Path(out_dir), data=_record_data(ctx, splits, train_items))
+    _record_model(ctx, model, wanted[0], from_run)
+    _train_stages(ctx, model, wanted, splits, resume, result, train_items)
+    if evaluate and max(wanted) >= 2:
         result.scores = report.evaluate_test(model, splits, ctx)
-    dist_utils.barrier(info)
+    dist_utils.barrier(ctx.dist)
     result.seconds = time.perf_counter() - t_start
     result.cache_stats = dict(ctx.cache_stats)
-    if info.is_main:
-        report.write_summary(rd, config, result, splits, model.plugin_metadata())
+    ctx.trackers.log_final(result.scores, result.diagnostics)
+    if ctx.dist.is_main:
+        report.write_summary(ctx.rd, config, result, splits, model.plugin_metadata())
     return result
 
 

@@ -36,7 +36,9 @@ class CoraModelLike(Protocol):
 
     # -- vision path ------------------------------------------------------------------
     def tile(self, erp: torch.Tensor) -> torch.Tensor:
-        """ERP ``[B,3,H,W]`` in [0,1] -> views ``[B,V,3,s,s]``."""
+        """ERP ``[B,3,H,W]`` (uint8, or float in [0,1]) -> views ``[B,V,3,s,s]``. A model
+        that also has a ``tiler`` attribute (the Tiler plugin) gets that light object
+        called in DataLoader workers instead of this method (``cora_kit.data.tile_function``)."""
         ...
 
     def encoder_cache_key(self, stage: int) -> str:

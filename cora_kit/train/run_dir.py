@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cora_kit.train.checkpoint import write_text_atomic
+from cora_kit.errors import DataError
+from cora_kit.fs import append_line, read_lines_tolerant, write_text_atomic
 
 
 def _jsonable(value: Any) -> Any:
@@ -64,8 +65,13 @@ class RunDir:
         return self.root / f"stage{k}"
 
     def prepare(self) -> None:
+        """Create the folder; remove the temp files of writes a killed attempt left (the
+        run lock is held: no one else writes here)."""
         if self.writer:
             self.root.mkdir(parents=True, exist_ok=True)
+            for tmp in self.root.glob(".*.tmp"):
+                if tmp.is_file():
+                    tmp.unlink(missing_ok=True)
 
     def write_json(self, path: Path, obj: Any) -> None:
         if self.writer:
@@ -80,20 +86,31 @@ class RunDir:
             write_text_atomic(path, "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in rows))
 
     def log_metrics(self, row: dict[str, Any]) -> None:
-        """Append one row to ``metrics.jsonl`` (flushed per row)."""
+        """Append one row to ``metrics.jsonl`` as one ``write`` (a kill never leaves half a
+        row behind a complete one; see ``truncate_metrics`` for a torn last row)."""
         if self.writer:
-            with open(self.metrics, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(_jsonable(row)) + "\n")
+            append_line(self.metrics, json.dumps(_jsonable(row)))
+
+    def metric_rows(self) -> list[tuple[str, dict[str, Any]]]:
+        """(line, row) of ``metrics.jsonl``; a torn last line (a kill mid-append) is dropped
+        with a ``RuntimeWarning``, an invalid line elsewhere is a ``DataError`` naming it."""
+        if not self.metrics.is_file():
+            return []
+        out = []
+        for n, line in enumerate(read_lines_tolerant(self.metrics), start=1):
+            try:
+                out.append((line, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{self.metrics}: line {n}: invalid JSON ({exc.msg})") from None
+        return out
 
     def truncate_metrics(self, stage: int, after_step: int) -> None:
-        """On resume: drop rows of ``stage`` logged after the checkpoint's step."""
+        """On resume: keep the rows logged up to ``stage``'s checkpoint ``after_step`` (0:
+        the stage restarts), drop later ones and a torn last line."""
         if not self.writer or not self.metrics.is_file():
             return
         keep = []
-        for line in self.metrics.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            row = json.loads(line)
+        for line, row in self.metric_rows():
             if row.get("stage") == stage and int(row.get("step", 0)) > after_step:
                 continue
             if row.get("stage", 0) > stage:

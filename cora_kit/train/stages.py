@@ -13,14 +13,18 @@ Every step function takes the model, the cached frozen-encoder output of a micro
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
 from cora_kit.config import StageConfig
-from cora_kit.train.feature_cache import FeatureCache, image_hash
+from cora_kit.data.dataset import TiledImages, tile_function, tiled_batches
+from cora_kit.train.feature_cache import FeatureCache, file_hash, image_hash
 from cora_kit.train.protocol import CoraModelLike
+
+#: ``feature_cache.dtype`` -> storage dtype
+CACHE_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 StepFn = Callable[[CoraModelLike, torch.Tensor, Sequence[dict[str, Any]], StageConfig], tuple[torch.Tensor, dict[str, float]]]
 
@@ -118,29 +122,41 @@ class FeatureProvider:
       from the cached prefix by the last k blocks (``encode_trainable(prefix, 1)``, no
       grad); its key includes those blocks' weights as Stage 1 left them.
 
+    Items are dicts with an ``"image_path"`` (hashed from the file's bytes, so a cache hit
+    never decodes it) or an in-memory ``"erp"`` ``[3,H,W]`` (hashed from its pixels). What
+    is missing is decoded (uint8) and tiled by ``cora_kit.data.TiledImages`` in
+    ``num_workers`` DataLoader workers (``fill``; ``features`` computes the few misses of a
+    batch in-process) and only the views reach the encoder.
+
     Stage 1 serves the prefix of ``views`` (the tiles: the seed's Stage 1 sees no global
-    view). ``stats`` (shared by the providers of one run) counts ``encoder_image_passes``
-    (images run through the prefix) and ``cache_hits`` (prefix lookups served from disk).
-    Items are dicts with ``"erp"`` ``[3,H,W]`` and optionally ``"image_path"``.
+    view). ``dtype`` is the storage dtype (``feature_cache.dtype``: ``"fp32"`` or
+    ``"bf16"``); fresh features are rounded to it too, and served as float32. ``stats``
+    (shared by the providers of one run) counts ``encoder_image_passes`` (images run through
+    the prefix) and ``cache_hits`` (prefix lookups served from disk).
     """
 
     def __init__(
         self, model: CoraModelLike, stage: int, cache_dir: str, device: torch.device, batch_size: int = 8,
-        views: Sequence[int] | None = None, stats: dict[str, int] | None = None,
+        views: Sequence[int] | None = None, stats: dict[str, int] | None = None, dtype: str = "fp32",
+        num_workers: int = 0,
     ) -> None:
         self.model = model
         self.stage = stage
         self.device = device
         self.batch_size = batch_size
+        self.num_workers = num_workers
         self.views = list(views) if views is not None else None
         self.stats = stats if stats is not None else {}
         self.stats.setdefault("encoder_image_passes", 0)
         self.stats.setdefault("cache_hits", 0)
-        self.prefix_cache = FeatureCache(cache_dir, f"{model.encoder_cache_key(1)}|prefix|views=all")
+        if dtype not in CACHE_DTYPES:
+            raise ValueError(f"feature cache dtype must be one of {', '.join(CACHE_DTYPES)}; got {dtype!r}")
+        self.dtype = CACHE_DTYPES[dtype]
+        self.prefix_cache = FeatureCache(cache_dir, f"{model.encoder_cache_key(1)}|prefix|views=all", self.dtype)
         self.cache = (
             self.prefix_cache
             if stage == 1
-            else FeatureCache(cache_dir, f"{model.encoder_cache_key(stage)}|final|views=all")
+            else FeatureCache(cache_dir, f"{model.encoder_cache_key(stage)}|final|views=all", self.dtype)
         )
         self._hashes: dict[str, str] = {}
 
@@ -148,7 +164,10 @@ class FeatureProvider:
         path = item.get("image_path")
         if path and path in self._hashes:
             return self._hashes[path]
-        h = image_hash(item["erp"])
+        if "erp" in item:  # in-memory pixels (a Record's lazily decoded "erp" is not "in" it)
+            h = image_hash(item["erp"])
+        else:
+            h = file_hash(path, getattr(item, "erp_size", None))
         if path:
             self._hashes[path] = h
         return h
@@ -158,72 +177,81 @@ class FeatureProvider:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         return torch.random.fork_rng(devices=devices)
 
+    def _view_batches(self, items: dict[str, dict[str, Any]], workers: int) -> Iterator[tuple[list[str], torch.Tensor]]:
+        """(hashes, views ``[b,V,3,s,s]``) for ``items`` (hash -> item), ``batch_size`` at a time."""
+        keys = list(items)
+        data = TiledImages([items[h] for h in keys], tile_function(self.model))
+        workers = workers if len(keys) > self.batch_size else 0
+        for index, views in tiled_batches(data, self.batch_size, workers):
+            yield [keys[i] for i in index], views
+
     @torch.no_grad()
-    def _prefixes(self, by_hash: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Prefix ``[V,P,Dv]`` per hash of ``by_hash`` (hash -> ERP): cached or computed."""
-        got = self.prefix_cache.get(by_hash)
-        self.stats["cache_hits"] += len(got)
-        missing = [h for h in by_hash if h not in got]
-        for start in range(0, len(missing), self.batch_size):
-            sub = missing[start : start + self.batch_size]
+    def _computed(self, items: dict[str, dict[str, Any]], workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        """This provider's features for ``items`` (hash -> item), one batch at a time, each
+        stored as it is made: Stage 1 the prefix; stages 2-3 the final features, from the
+        cached prefix where there is one, else from views decoded and tiled by one
+        DataLoader over all the rest (``workers`` processes)."""
+        lost: set[str] = set()
+        with_prefix = [h for h in items if h in self.prefix_cache] if self.stage != 1 else []
+        for start in range(0, len(with_prefix), self.batch_size):
+            sub = with_prefix[start : start + self.batch_size]
+            got = self.prefix_cache.get(sub)
+            self.stats["cache_hits"] += len(got)
+            lost.update(h for h in sub if h not in got)  # corrupt: dropped, remade from the image
+            if got:
+                yield self._finish(got)
+        need = {h: i for h, i in items.items() if h not in self.prefix_cache or h in lost}
+        for sub, views in self._view_batches(need, workers):
             with self._forked():
-                views = self.model.tile(torch.stack([by_hash[h] for h in sub]).to(self.device))
-                feats = self.model.encode_frozen(views, 1).float().cpu()
+                feats = self.model.encode_frozen(views.to(self.device), 1).to("cpu", self.dtype)
             fresh = dict(zip(sub, feats, strict=True))
             self.prefix_cache.put(fresh)
             self.stats["encoder_image_passes"] += len(sub)
-            got.update(fresh)
-        return got
+            yield self._finish(fresh)
 
-    @torch.no_grad()
-    def _finals(self, by_hash: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Final features (stages 2, 3) per hash, made from the prefix and stored."""
-        prefixes = self._prefixes(by_hash)
-        keys = list(by_hash)
-        out: dict[str, torch.Tensor] = {}
-        for start in range(0, len(keys), self.batch_size):
-            sub = keys[start : start + self.batch_size]
-            hidden = torch.stack([prefixes[h] for h in sub]).to(self.device)
-            with self._forked():
-                final = self.model.encode_trainable(hidden, 1).float().cpu()
-            out.update(zip(sub, final, strict=True))
+    def _finish(self, prefixes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Stage 1: the prefixes; stages 2-3: final features made from them and stored."""
+        if self.stage == 1:
+            return prefixes
+        keys = list(prefixes)
+        hidden = torch.stack([prefixes[h] for h in keys]).to(self.device, torch.float32)
+        with self._forked():
+            final = self.model.encode_trainable(hidden, 1).to("cpu", self.dtype)
+        out = dict(zip(keys, final, strict=True))
         self.cache.put(out)
         return out
 
     def fill(self, items: Sequence[dict[str, Any]], on_chunk: Callable[[int], None] | None = None) -> int:
-        """Store the features of every item not cached yet; returns how many were made."""
+        """Store the features of every item not cached yet; returns how many were made.
+        Decoding and tiling run in ``num_workers`` DataLoader workers (one loader)."""
         self.cache.refresh()
         self.prefix_cache.refresh()
-        todo: dict[str, torch.Tensor] = {}
+        todo: dict[str, dict[str, Any]] = {}
         cached: set[str] = set()
         for item in items:
             h = self.item_hash(item)
             if h in self.cache:
                 cached.add(h)
             elif h not in todo:
-                todo[h] = item["erp"]
+                todo[h] = item
         self.stats["cache_hits"] += len(cached)
-        keys = list(todo)
-        chunk_size = self.batch_size * 8
-        for start in range(0, len(keys), chunk_size):
-            chunk = {h: todo[h] for h in keys[start : start + chunk_size]}
-            self._prefixes(chunk) if self.stage == 1 else self._finals(chunk)
+        for made in self._computed(todo, self.num_workers):
             if on_chunk is not None:
-                on_chunk(len(chunk))
-        return len(keys)
+                on_chunk(len(made))
+        return len(todo)
 
     def features(self, items: Sequence[dict[str, Any]]) -> torch.Tensor:
         """``[B,V,P,Dv]`` for ``items`` (missing/corrupt entries are recomputed and stored);
         Stage 1: the prefix of ``views`` only."""
         hashes = [self.item_hash(i) for i in items]
         got = self.cache.get(hashes)
-        missing = {h: i["erp"] for h, i in zip(hashes, items, strict=True) if h not in got}
-        if missing:
-            got.update(self._prefixes(missing) if self.stage == 1 else self._finals(missing))
+        missing = {h: i for h, i in zip(hashes, items, strict=True) if h not in got}
+        for made in self._computed(missing):
+            got.update(made)
         out = torch.stack([got[h] for h in hashes])
         if self.stage == 1 and self.views is not None:
             out = out[:, self.views]
-        return out.to(self.device)
+        return out.to(self.device, torch.float32)
 
 
 def stage1_views(model: CoraModelLike) -> list[int]:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cora_kit.errors import ConfigError
-from cora_kit.interfaces import EncoderParams, VisionEncoder
+from cora_kit.interfaces import EncoderParams, VisionEncoder, hf_gradient_checkpointing
 from cora_kit.models import hf_assets
 
 PAPER_ID = "google/siglip2-so400m-patch16-256"
@@ -90,8 +90,10 @@ class Siglip2Encoder(VisionEncoder):
                     f" only; with pretrained '{pretrained}' set random_init or drop arch"
                 )
             folder = hf_assets.resolve_pretrained(pretrained, "vision encoder", SECTION)
+            # fp32 master weights whatever the files hold (a bf16 export, a bf16 hub copy):
+            # transformers' default dtype "auto" would keep the files' dtype
             self.model = SiglipVisionModel.from_pretrained(
-                str(folder), local_files_only=True, attn_implementation=attn_implementation
+                str(folder), local_files_only=True, attn_implementation=attn_implementation, dtype=torch.float32
             )
             self.source = f"pretrained:{folder}"
         else:
@@ -173,6 +175,10 @@ class Siglip2Encoder(VisionEncoder):
             return []
         params = [p for block in self.blocks[self.num_blocks - k :] for p in block.parameters()]
         return params + list(self._tower.post_layernorm.parameters())
+
+    def set_gradient_checkpointing(self, enabled: bool) -> str:
+        """transformers' own switch on the wrapped model (non-reentrant)."""
+        return hf_gradient_checkpointing(self.model, enabled)
 
     def cache_key(self) -> str:
         """Class + weights source + config + normalisation (weights themselves are

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from cora_kit.errors import ConfigError
-from cora_kit.interfaces import LLMAdapter, LLMParams
+from cora_kit.interfaces import LLMAdapter, LLMParams, hf_gradient_checkpointing
 from cora_kit.models import hf_assets
 
 PAPER_ID = "Qwen/Qwen3-0.6B"
@@ -152,6 +152,10 @@ class Qwen3Adapter(LLMAdapter):
         return self.model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, use_cache=False
         )
+
+    def set_gradient_checkpointing(self, enabled: bool) -> str:
+        """transformers' own switch on the wrapped model (non-reentrant)."""
+        return hf_gradient_checkpointing(self.model, enabled)
 
     def enable_lora(self, r: int, alpha: int, dropout: float, target_modules: Sequence[str]) -> None:
         """Wrap the LM in peft LoRA; base weights frozen, adapters trainable."""

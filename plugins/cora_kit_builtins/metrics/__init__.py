@@ -2,8 +2,9 @@
 
 COCO-standard (pycocoevalcap, PTB-tokenised once for all of them by
 ``cora_kit.eval.scoring``): ``bleu4``, ``meteor``, ``rouge-l``, ``cider``, ``spice``;
-plus ``sacrebleu``, ``meteor-nltk`` and ``exact-match`` (short answers; per query kind as
-``exact-match/<kind>`` when the data names kinds). Score keys use underscores (``rouge_l``,
+plus the CORA paper's implementations ``sacrebleu``, ``meteor-nltk`` and ``rouge-score``, and
+``exact-match`` (short answers; per query kind as ``exact-match/<kind>`` when the data names
+kinds). Score keys use underscores (``rouge_l``,
 ``meteor_nltk``), which are also accepted as names.
 """
 
@@ -12,17 +13,26 @@ from __future__ import annotations
 from cora_kit.hookspecs import RegisterCallback, hookimpl
 
 
-def _java_backend() -> str:
+def _java() -> str:
     from cora_kit_builtins.metrics.java import find_java
 
-    return "java" if find_java() else "java (missing)"
+    return "java" if find_java() else "java missing"
+
+
+def _coco_backend() -> str:
+    """BLEU / ROUGE-L / CIDEr: pycocoevalcap's Python scorers on PTB tokens (a java jar)."""
+    return f"pycocoevalcap, PTB tokenizer on {_java()}"
+
+
+def _meteor_backend() -> str:
+    return f"METEOR 1.5 jar on {_java()}"
 
 
 def _spice_backend() -> str:
     from cora_kit_builtins.metrics.spice import Spice
 
-    java = _java_backend()
-    return java if Spice().corenlp_jars() else f"{java}, CoreNLP missing"
+    corenlp = "CoreNLP 3.6.0" if Spice().corenlp_jars() else "CoreNLP missing"
+    return f"SPICE 1.0 jar on {_java()}, {corenlp}"
 
 
 def _wordnet_backend() -> str:
@@ -31,24 +41,38 @@ def _wordnet_backend() -> str:
     return "nltk" if wordnet_unavailable_reason() is None else "nltk, WordNet missing"
 
 
+def _rouge_score_backend() -> str:
+    from cora_kit_builtins.metrics.rouge_score_metric import rouge_score_unavailable_reason
+
+    return "rouge-score" if rouge_score_unavailable_reason() is None else "rouge-score (missing)"
+
+
 @hookimpl
 def register_metrics(register: RegisterCallback) -> None:
     """Register the built-in metrics."""
-    from cora_kit_builtins.metrics import coco, exact_match, meteor, meteor_nltk, sacrebleu_metric, spice
+    from cora_kit_builtins.metrics import (
+        coco,
+        exact_match,
+        meteor,
+        meteor_nltk,
+        rouge_score_metric,
+        sacrebleu_metric,
+        spice,
+    )
 
     register(
         "bleu4",
         coco.Bleu4,
         aliases=("bleu",),
         params=coco.CocoParams,
-        backend=_java_backend,
+        backend=_coco_backend,
         description="COCO BLEU-4 (pycocoevalcap, PTB tokens); BLEU-1..3 as details",
     )
     register(
         "meteor",
         meteor.Meteor,
         params=coco.CocoParams,
-        backend=_java_backend,
+        backend=_meteor_backend,
         description="COCO METEOR 1.5 (java jar, guarded by a timeout)",
     )
     register(
@@ -56,7 +80,7 @@ def register_metrics(register: RegisterCallback) -> None:
         coco.RougeL,
         aliases=("rouge_l", "rougel"),
         params=coco.CocoParams,
-        backend=_java_backend,
+        backend=_coco_backend,
         description="COCO ROUGE-L (pycocoevalcap, PTB tokens)",
     )
     register(
@@ -64,7 +88,7 @@ def register_metrics(register: RegisterCallback) -> None:
         coco.Cider,
         aliases=("cider-d",),
         params=coco.CocoParams,
-        backend=_java_backend,
+        backend=_coco_backend,
         description="COCO CIDEr-D (pycocoevalcap, PTB tokens)",
     )
     register(
@@ -87,6 +111,14 @@ def register_metrics(register: RegisterCallback) -> None:
         aliases=("meteor_nltk",),
         backend=_wordnet_backend,
         description="METEOR by NLTK (needs the WordNet corpus; see 'eval setup-wordnet')",
+    )
+    register(
+        "rouge-score",
+        rouge_score_metric.RougeScore,
+        aliases=("rouge_score",),
+        params=rouge_score_metric.RougeScoreParams,
+        backend=_rouge_score_backend,
+        description="ROUGE-L F by Google's rouge-score (Porter stemmer), the paper's ROUGE-L",
     )
     register(
         "exact-match",

@@ -5,20 +5,26 @@ when the jar answers an error line and then deadlocks in ``__del__`` (the CORA p
 22-hour hang). Everything here runs ``java`` in its own process group with a deadline
 and kills the whole group on timeout or error, then reaps it (no zombies).
 
+On Linux the java process is also bound to the life of the thread that started it
+(``prctl(PR_SET_PDEATHSIG, SIGKILL)``): a cora-kit killed by any signal, ``kill -9``
+included, takes its java with it instead of leaving an orphan JVM.
+
 ``CORA_KIT_JAVA`` overrides the ``java`` executable (default: ``java`` on ``PATH``).
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
 import os
 import queue
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -49,6 +55,30 @@ def java_unavailable_reason(java: str | None = None) -> str | None:
             " e.g. 'apt-get install default-jre-headless', or set CORA_KIT_JAVA)"
         )
     return None
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGKILL when its parent (the thread
+    that forks it) dies; None where ``prctl`` is unavailable (not Linux). Everything is
+    resolved before the fork: the child only makes two system calls."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    kill = int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl ran
+            os._exit(1)
+
+    return preexec
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -90,6 +120,7 @@ def run_java(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=die_with_parent(),
     )
     try:
         out, err = proc.communicate(timeout=timeout_s)
@@ -149,6 +180,7 @@ class JavaLineProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         self._deadline = time.monotonic() + self.timeout_s
         proc = self._proc

@@ -21,6 +21,9 @@ class SacreBleuParams(PluginParams):
 
     tokenize: str = Field("13a", description="sacrebleu tokenizer: 13a, none, intl, char, ...")
     lowercase: bool = Field(False, description="lowercase before scoring")
+    effective_order: bool = Field(
+        False, description="average only the n-gram orders that occur (the paper's code sets it)"
+    )
 
 
 class SacreBleu(Metric):
@@ -28,10 +31,10 @@ class SacreBleu(Metric):
 
     key = "sacrebleu"
 
-    def __init__(self, tokenize: str = "13a", lowercase: bool = False) -> None:
+    def __init__(self, tokenize: str = "13a", lowercase: bool = False, effective_order: bool = False) -> None:
         from sacrebleu.metrics import BLEU
 
-        self._bleu = BLEU(tokenize=tokenize, lowercase=lowercase)
+        self._bleu = BLEU(tokenize=tokenize, lowercase=lowercase, effective_order=effective_order)
 
     def signature(self) -> str:
         return str(self._bleu.get_signature())

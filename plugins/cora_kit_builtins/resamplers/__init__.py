@@ -6,6 +6,8 @@ resampler's optional dependency cannot break the others.
 
 from __future__ import annotations
 
+import importlib
+
 from cora_kit.hookspecs import RegisterCallback, hookimpl
 
 
@@ -16,91 +18,37 @@ def _bimamba_backend() -> str:
     return auto_backend_label()
 
 
+#: (name, module, class, params class, aliases, description); ``backend`` is "torch" except bimamba
+BUILTINS: tuple[tuple[str, str, str, str, tuple[str, ...], str], ...] = (
+    ("identity", "identity", "IdentityResampler", "IdentityParams", (), "keeps tokens unchanged; the latent width is the encoder's"),
+    ("mlp", "mlp", "MLPResampler", "MLPParams", (), "LLaVA-style 3-layer MLP with LayerNorm (seed comparison)"),
+    ("bimamba", "bimamba", "BiMambaResampler", "BiMambaParams", (),
+     "bidirectional Mamba SSM over each view's tokens (seed default)"),
+    ("c-abstractor", "c_abstractor", "CAbstractorResampler", "CAbstractorParams", ("cabstractor",),
+     "Honeybee convolutional abstractor (dwconv + SE blocks, optional pooling)"),
+    ("perceiver", "perceiver", "PerceiverResampler", "PerceiverParams", (),
+     "Flamingo perceiver: learned latents cross-attend to the tokens"),
+    ("qformer", "qformer", "QFormerResampler", "QFormerParams", ("q-former",),
+     "BLIP-2-style learned queries with self- and cross-attention"),
+    ("avgpool", "pooling", "AvgPoolResampler", "AvgPoolParams", (), "k x k average pooling then a linear projection"),
+    ("conv", "pooling", "ConvResampler", "ConvParams", (), "strided conv over the token grid"),
+    ("spatial-pool", "pooling", "SpatialPoolResampler", "SpatialPoolParams", ("spatialpool",),
+     "adaptive average pool to a fixed grid then an MLP"),
+    ("masked-drop", "masked_drop", "MaskedDropResampler", "MaskedDropParams", ("maskeddrop",),
+     "an MLP, then a random share of tokens masked at train time only (the grid is kept)"),
+)
+
+
 @hookimpl
 def register_resamplers(register: RegisterCallback) -> None:
-    """Register the built-in resamplers."""
-    from cora_kit_builtins.resamplers import (
-        bimamba,
-        c_abstractor,
-        identity,
-        masked_drop,
-        mlp,
-        perceiver,
-        pooling,
-        qformer,
-    )
-
-    register(
-        "identity",
-        identity.IdentityResampler,
-        params=identity.IdentityParams,
-        backend="torch",
-        description="keeps tokens unchanged (in_dim == out_dim)",
-    )
-    register(
-        "mlp",
-        mlp.MLPResampler,
-        params=mlp.MLPParams,
-        backend="torch",
-        description="LLaVA-style 3-layer MLP with LayerNorm (seed comparison)",
-    )
-    register(
-        "bimamba",
-        bimamba.BiMambaResampler,
-        params=bimamba.BiMambaParams,
-        backend=_bimamba_backend,
-        description="bidirectional Mamba SSM over each view's tokens (seed default)",
-    )
-    register(
-        "c-abstractor",
-        c_abstractor.CAbstractorResampler,
-        aliases=("cabstractor",),
-        params=c_abstractor.CAbstractorParams,
-        backend="torch",
-        description="Honeybee convolutional abstractor (dwconv + SE blocks, optional pooling)",
-    )
-    register(
-        "perceiver",
-        perceiver.PerceiverResampler,
-        params=perceiver.PerceiverParams,
-        backend="torch",
-        description="Flamingo perceiver: learned latents cross-attend to the tokens",
-    )
-    register(
-        "qformer",
-        qformer.QFormerResampler,
-        aliases=("q-former",),
-        params=qformer.QFormerParams,
-        backend="torch",
-        description="BLIP-2-style learned queries with self- and cross-attention",
-    )
-    register(
-        "avgpool",
-        pooling.AvgPoolResampler,
-        params=pooling.AvgPoolParams,
-        backend="torch",
-        description="k x k average pooling then a linear projection",
-    )
-    register(
-        "conv",
-        pooling.ConvResampler,
-        params=pooling.ConvParams,
-        backend="torch",
-        description="strided conv over the token grid",
-    )
-    register(
-        "spatial-pool",
-        pooling.SpatialPoolResampler,
-        aliases=("spatialpool",),
-        params=pooling.SpatialPoolParams,
-        backend="torch",
-        description="adaptive average pool to a fixed grid then an MLP",
-    )
-    register(
-        "masked-drop",
-        masked_drop.MaskedDropResampler,
-        aliases=("maskeddrop",),
-        params=masked_drop.MaskedDropParams,
-        backend="torch",
-        description="random token drop at train time only, then an MLP",
-    )
+    """Register the built-in resamplers (``BUILTINS``)."""
+    for name, module_name, cls, params, aliases, description in BUILTINS:
+        module = importlib.import_module(f"cora_kit_builtins.resamplers.{module_name}")
+        register(
+            name,
+            getattr(module, cls),
+            aliases=aliases,
+            params=getattr(module, params),
+            backend=_bimamba_backend if name == "bimamba" else "torch",
+            description=description,
+        )

@@ -67,6 +67,8 @@ class SpatialBlock(nn.Module):
 class CAbstractorResampler(Resampler):
     """Convolutional abstractor keeping locality; ``[N,h*w,in] -> [N,P',out]``."""
 
+    checkpoint_layer_lists = ("stage1", "stage2")
+
     def __init__(
         self,
         in_dim: int = 1152,

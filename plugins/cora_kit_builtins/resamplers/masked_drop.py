@@ -1,13 +1,17 @@
-"""Masked-drop resampler: random token drop at train time only, then an MLP projection.
+"""Masked-drop resampler: random token drop at train time only, after an MLP projection.
 
-In ``train()`` mode each sample keeps a random ``round(P * (1 - drop_ratio))`` of its
-tokens (in their original order; indices in ``self.kept_indices`` ``[N, P_keep]``);
-in ``eval()`` mode every token is kept. Projection: Linear(in -> out), GELU,
-Linear(out -> out), per token.
+Projection: Linear(in -> out), GELU, Linear(out -> out), per token. In ``train()`` mode each
+sample then drops a random ``P - round(P * (1 - drop_ratio))`` of its tokens: a dropped
+token's features are replaced by one learned mask vector (``mask_token`` ``[out]``, as MAE's
+[MASK]), so no image information passes through it. The kept positions are in
+``self.kept_indices`` ``[N, P_keep]`` (ascending). In ``eval()`` mode every token is kept.
 
-``forward(x [N, P, in_dim], grid) -> [N, P_keep, out_dim]`` (train) or ``[N, P, out_dim]``
-(eval). ``output_grid`` is the input grid in eval and ``(1, P_keep)`` in training, since
-the kept tokens no longer form a grid.
+``forward(x [N, P, in_dim], grid) -> [N, P, out_dim]`` in both modes and ``output_grid`` is
+the input grid: the seed's masked-drop removed the dropped tokens (a shorter, padded
+sequence in training than in evaluation), which cannot feed a stitcher, a panorama PE or
+exact overlap correspondences that all address tokens by grid position; masking keeps every
+position (and so evaluation sees the grid training saw) while the dropped tokens still carry
+no image content.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ class MaskedDropParams(ResamplerParams):
 
 
 class MaskedDropResampler(Resampler):
-    """Drop tokens at random while training; ``[N,P,in] -> [N,P_keep,out]``."""
+    """Mask tokens at random while training; ``[N,P,in] -> [N,P,out]``."""
 
     def __init__(self, in_dim: int = 1152, out_dim: int = 1024, drop_ratio: float = 0.25) -> None:
         super().__init__()
@@ -32,27 +36,24 @@ class MaskedDropResampler(Resampler):
             raise ValueError(f"masked-drop drop_ratio must be in [0, 1); got {drop_ratio}")
         self.in_dim, self.out_dim, self.drop_ratio = in_dim, out_dim, drop_ratio
         self.proj = nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+        self.mask_token = nn.Parameter(torch.zeros(out_dim))
+        nn.init.normal_(self.mask_token, std=0.02)
         self.kept_indices: torch.Tensor | None = None
 
     def num_kept(self, num_tokens: int) -> int:
         return max(1, round(num_tokens * (1.0 - self.drop_ratio)))
-
-    def output_grid(self, grid: Grid) -> Grid:
-        if not self.training or self.drop_ratio == 0.0:
-            return grid
-        return (1, self.num_kept(grid[0] * grid[1]))
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.in_dim or x.shape[1] != grid[0] * grid[1]:
             raise ValueError(
                 f"masked-drop expects [N,{grid[0] * grid[1]},{self.in_dim}] for grid {tuple(grid)}; got {list(x.shape)}"
             )
-        if self.training and self.drop_ratio > 0.0:
-            n, p, _ = x.shape
-            scores = torch.rand(n, p, device=x.device)
-            keep = scores.topk(self.num_kept(p), dim=1).indices.sort(dim=1).values
-            self.kept_indices = keep
-            x = x.gather(1, keep[:, :, None].expand(-1, -1, x.shape[-1]))
-        else:
+        y = self.proj(x)
+        if not (self.training and self.drop_ratio > 0.0):
             self.kept_indices = None
-        return self.proj(x)
+            return y
+        n, p, _ = x.shape
+        keep = torch.rand(n, p, device=x.device).topk(self.num_kept(p), dim=1).indices.sort(dim=1).values
+        self.kept_indices = keep
+        kept = torch.zeros(n, p, dtype=torch.bool, device=x.device).scatter_(1, keep, True)
+        return torch.where(kept[..., None], y, self.mask_token.to(y.dtype))

@@ -20,6 +20,8 @@ call and reused (large fresh allocations cost page faults on glibc). Internally 
 layout is time-major ``[L, b, ...]`` so every step reads contiguous memory.
 
 ``selective_scan_reference`` is the plain sequential loop used to test it.
+(``ChunkedSelectiveScan.backward`` is one ~75-line function on purpose: the adjoint
+recurrence reuses its preallocated chunk buffers, which a split would pass around by the dozen.)
 """
 
 from __future__ import annotations

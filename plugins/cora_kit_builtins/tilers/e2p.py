@@ -72,12 +72,13 @@ class E2PTiler(ERPTiler):
         include_global: bool = True,
         global_resize: str = "area",
         ray_spacing: str = "centres",
+        backend: str = "auto",
     ) -> None:
         layout = e2p_layout(
             num_tiles, fov_deg, stride_deg, pitch_deg, tuple(pitch_rings), ring_tiles,
             size, include_global, ray_spacing,
         )
-        super().__init__(layout, global_resize)
+        super().__init__(layout, global_resize, backend)
 
 
 class CubemapParams(TilerParams):
@@ -99,10 +100,11 @@ class CubemapTiler(ERPTiler):
         include_global: bool = True,
         global_resize: str = "area",
         ray_spacing: str = "centres",
+        backend: str = "auto",
     ) -> None:
         views: list[ViewCamera] = []
         if include_global:
             views.append(ViewCamera(0.0, 0.0, 360.0, size, is_global=True, projection="erp", vfov_deg=180.0))
         views += [ViewCamera(yaw, 0.0, 90.0, size) for yaw in (0.0, 90.0, 180.0, 270.0)]
         views += [ViewCamera(0.0, 90.0, 90.0, size), ViewCamera(0.0, -90.0, 90.0, size)]
-        super().__init__(TileLayout(tuple(views), name="cubemap", ray_spacing=ray_spacing), global_resize)
+        super().__init__(TileLayout(tuple(views), name="cubemap", ray_spacing=ray_spacing), global_resize, backend)

@@ -28,14 +28,16 @@ from pydantic import Field, model_validator
 
 from cora_kit.geometry import TileLayout, ViewCamera
 from cora_kit.interfaces import PluginParams
-from cora_kit_builtins.tilers.base import ERPTiler, GlobalResize, TilerParams
+from cora_kit_builtins.tilers.base import ERPTiler, GlobalResize, TilerBackend, TilerParams
 
 
 class ERPGlobalParams(PluginParams):
-    """``size``: the view's side in pixels; ``global_resize``: ``area`` (box) or ``bilinear-aa``."""
+    """``size``: the view's side in pixels; ``global_resize``: ``area`` or ``bilinear-aa``;
+    ``backend``: ``auto``, ``opencv`` or ``torch`` (see ``tilers.base``)."""
 
     size: int = Field(256, ge=1)
     global_resize: GlobalResize = "area"
+    backend: TilerBackend = "auto"
 
 
 class ERPGridParams(TilerParams):
@@ -73,8 +75,8 @@ def erp_global_layout(size: int = 256) -> TileLayout:
 class ERPGlobalTiler(ERPTiler):
     """ERP ``[B,3,H,W]`` -> ``[B,1,3,s,s]``: the whole panorama resized (no tiles)."""
 
-    def __init__(self, size: int = 256, global_resize: str = "area") -> None:
-        super().__init__(erp_global_layout(size), global_resize)
+    def __init__(self, size: int = 256, global_resize: str = "area", backend: str = "auto") -> None:
+        super().__init__(erp_global_layout(size), global_resize, backend)
 
 
 class ERPGridTiler(ERPTiler):
@@ -91,6 +93,7 @@ class ERPGridTiler(ERPTiler):
         size: int = 256,
         include_global: bool = True,
         global_resize: str = "area",
+        backend: str = "auto",
     ) -> None:
         if num_tiles < 1 or fov_deg <= 0 or fov_deg > 360 or not 0 < vfov_deg <= 180:
             raise ValueError(
@@ -106,4 +109,4 @@ class ERPGridTiler(ERPTiler):
             ViewCamera(i * stride, pitch_deg, fov_deg, size, projection="erp-crop", vfov_deg=vfov_deg)
             for i in range(num_tiles)
         ]
-        super().__init__(TileLayout(tuple(views), name="erp-grid"), global_resize)
+        super().__init__(TileLayout(tuple(views), name="erp-grid"), global_resize, backend)

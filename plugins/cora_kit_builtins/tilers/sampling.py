@@ -116,15 +116,37 @@ def sample(erp: torch.Tensor, plan: SamplingPlan) -> torch.Tensor:
 def box_resize(erp: torch.Tensor, size: int, mode: str = "area") -> torch.Tensor:
     """Whole ERP ``[B,C,H,W]`` -> ``[B,C,size,size]`` (the global view).
 
-    ``area``: exact box filter (``avg_pool2d``) when H and W are multiples of ``size``,
-    otherwise area interpolation; ``bilinear-aa``: antialiased bilinear (PIL-like).
+    ``area``: the true area average (each output pixel the mean of the input area it
+    covers, fractional pixels weighted): an exact box filter (``avg_pool2d``) when H and W
+    are multiples of ``size``, else ``area_resize`` (what OpenCV's ``INTER_AREA`` computes
+    when shrinking); ``bilinear-aa``: antialiased bilinear (PIL-like).
     """
     h, w = erp.shape[-2:]
     if mode == "area":
         if h % size == 0 and w % size == 0:
             return F.avg_pool2d(erp, kernel_size=(h // size, w // size))
-        return F.interpolate(erp, size=(size, size), mode="area")
+        return area_resize(area_resize(erp, size, dim=-1), size, dim=-2)
     if mode == "bilinear-aa":
         return F.interpolate(erp, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     raise ValueError(f"global resize mode must be 'area' or 'bilinear-aa'; got {mode!r}")
 
+
+def area_resize(x: torch.Tensor, size: int, dim: int = -1) -> torch.Tensor:
+    """Area-average ``x`` along ``dim`` to ``size`` samples (any ratio, up or down).
+
+    Output sample k covers input interval ``[k n/size, (k+1) n/size)``; its value is the
+    integral of the piecewise-constant input over it divided by its length, from a
+    cumulative sum (float64), so the cost is linear in the input.
+    """
+    x = x.movedim(dim, -1)
+    n = x.shape[-1]
+    dtype = torch.float64 if x.device.type == "cpu" or x.dtype == torch.float64 else torch.float32
+    xd = x.to(dtype)
+    cum = F.pad(xd.cumsum(-1), (1, 0))  # cum[k] = sum of x[:k]
+    padded = F.pad(xd, (0, 1))  # x[n] = 0: the integral stops at the last edge
+    edges = torch.arange(size + 1, dtype=torch.float64, device=x.device) * (n / size)
+    idx = edges.floor().long().clamp_(max=n)
+    frac = (edges - idx).to(dtype)
+    integral = cum.index_select(-1, idx) + frac * padded.index_select(-1, idx)
+    out = (integral[..., 1:] - integral[..., :-1]) * (size / n)
+    return out.to(x.dtype).movedim(-1, dim)
