@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(exc, exceptions.ClickException):
                 exc.show()
                 return 2
-            if isinstance(exc, exceptions.Abort):
+            abort, exit_ = getattr(exceptions, "Abort", ()), getattr(exceptions, "Exit", ())  # not in typer 0.29's
+            if isinstance(exc, abort):
                 return 130
-            if isinstance(exc, exceptions.Exit):
+            if isinstance(exc, exit_):
                 return int(exc.exit_code)
         raise
     # with standalone_mode=False click returns typer.Exit(n)'s code instead of exiting

@@ -110,7 +110,10 @@ class Qwen3Adapter(LLMAdapter):
             self.model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
             self.source = "random-init:" + json.dumps(base, sort_keys=True, default=str)
         if len(tok) > self.model.get_input_embeddings().weight.shape[0]:
-            self.model.resize_token_embeddings(len(tok))
+            # new rows start at the mean of the others (transformers' default), which needs real
+            # values: a meta-device build (model-summary) only sizes them
+            on_meta = self.model.get_input_embeddings().weight.is_meta
+            self.model.resize_token_embeddings(len(tok), mean_resizing=not on_meta)
         self.hidden_size = int(self.model.config.hidden_size)
         self.num_layers = int(self.model.config.num_hidden_layers)
         self.vocab_size = int(self.model.get_input_embeddings().weight.shape[0])
