@@ -269,3 +269,34 @@ def test_data_card_lists_every_kind_with_its_share_and_chance(v2_set):
     rows = {line.split("|")[1].strip(): line for line in card.splitlines() if line.startswith("| ")}
     assert float(rows["presence"].split("|")[5]) >= 0.5
     assert float(rows["high"].split("|")[5]) < 0.35
+
+
+# --- `cora-kit data card` -------------------------------------------------------------
+
+def _md_rows(text: str, header: str) -> list[list[str]]:
+    """The body rows (cells stripped) of the markdown table whose header line is ``header``."""
+    lines = text.splitlines()
+    start = lines.index(header) + 2
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_data_card_command_agrees_with_the_generated_readme(v2_set, capsys):
+    from cora_kit.cli import main
+
+    p = read_metadata(v2_set)["params"]
+    sets = [f"data.synth.{k}={p[k]}" for k in ("n_train", "n_val", "n_test", "height", "width", "seed")]
+    assert main(["data", "card", *(a for s in sets for a in ("--set", s))]) == 0
+    printed = _md_rows(capsys.readouterr().out, "| kind | share | chance (train) | chance (test) |")
+    card = (v2_set / "README.md").read_text()
+    readme = {r[0]: r for r in _md_rows(card, "| kind | share | template | answers | chance (train) | chance (test)"
+                                              " | what it tests |")}
+    assert [r[0] for r in printed] == [*KINDS, "**all**"]
+    for kind, share, train, test in printed:
+        assert [share, train, test] == [readme[kind][1], readme[kind][4], readme[kind][5]], kind
+    assert main(["data", "card", "--set", "data.synth.version=1"]) == 2
+    assert "v1 has no query kinds" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``cora-kit data synth|check|show``: the synthetic set, loading reports, one item as a PNG."""
+"""``cora-kit data synth|card|check|fetch|show``: the synthetic set and its chance levels,
+loading reports, downloads, one item as a PNG."""
 
 from __future__ import annotations
 
@@ -66,6 +67,27 @@ def synth(
         c = meta["splits"][split]
         table.add_row(split, str(c["images"]), str(c["samples"]), str(c["rows"]))
     Console().print(table)
+
+
+@data_app.command("card")
+def card(
+    preset: str = typer.Option(None, "--preset", "-p", help="Preset name (tiny, paper)."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML file layered over the preset."),
+    overrides: list[str] = typer.Option([], "--set", help="Override one key, e.g. --set data.synth.n_train=500."),
+) -> None:
+    """Print the kind shares and chance levels (text prior) of the synthetic set that the
+    resolved config's data.synth describes, as a markdown table; no image is rendered."""
+    from cora_kit.config import resolve_config
+    from cora_kit.data.card import chance_table
+    from cora_kit.data.synth import SynthParams, synth_queries
+
+    cfg = resolve_config(preset, config, overrides)
+    s = cfg.data.synth
+    if s.version < 2:
+        raise DataError("data card needs the synthetic set v2 (data.synth.version: 2); v1 has no query kinds")
+    params = SynthParams(s.n_train, s.n_val, s.n_test, s.height, s.width, s.seed, s.queries_per_image,
+                         version=s.version)
+    typer.echo(chance_table(synth_queries(params)))
 
 
 def _report_skips(report) -> None:

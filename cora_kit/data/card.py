@@ -1,5 +1,6 @@
 """The data card of a synthetic v2 set (its README.md): splits, and for every query kind its
-share, template, answers, chance level and what it tests.
+share, template, answers, chance level and what it tests; ``chance_table`` is the part of it
+that ``docs/synthetic-data.md`` quotes for the tiny preset's set (``cora-kit data card``).
 
 Chance level = the text prior (``cora_kit.data.prior``): the majority training answer per
 query template, scored by exact match on the training split (and, for reference, on the
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from cora_kit.data.captions import QueryAnswer
 from cora_kit.data.kinds import KINDS
@@ -30,6 +32,51 @@ def kind_chance(prior: TextPrior, items: Sequence[QueryAnswer]) -> dict[str, flo
     return {k: hits[k] / totals[k] for k in totals}
 
 
+@dataclass(frozen=True)
+class KindNumbers:
+    """One row of the chance table: the kind's share of every split's items and the text
+    prior's exact match on its training and test items (None: no such items)."""
+
+    share: float
+    chance_train: float | None
+    chance_test: float | None
+
+
+def kind_numbers(queries: Mapping[str, Sequence[QueryAnswer]]) -> dict[str, KindNumbers]:
+    """Per kind of ``KINDS`` (in order), then ``"all"`` (chance over every item): shares and
+    chance levels of a set's queries (split -> queries, as ``synth_queries`` returns).
+    The prior is fit on the training split's canonical answers (``references[0]``)."""
+    train = list(queries.get("train", []))
+    test = list(queries.get("test", []))
+    prior = TextPrior.fit((qa.query, qa.references[0]) for qa in train) if train else None
+    chance_train = kind_chance(prior, train) if prior else {}
+    chance_test = kind_chance(prior, test) if prior and test else {}
+    share = Counter(qa.kind for s in SPLITS for qa in queries.get(s, []))
+    total = sum(share.values()) or 1
+    out = {k: KindNumbers(share[k] / total, chance_train.get(k), chance_test.get(k)) for k in KINDS}
+
+    def overall(chance: Mapping[str, float], items: Sequence[QueryAnswer]) -> float | None:
+        counts = Counter(q.kind for q in items)
+        return sum(chance[k] * n for k, n in counts.items()) / len(items) if chance and items else None
+
+    out["all"] = KindNumbers(1.0, overall(chance_train, train), overall(chance_test, test))
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def chance_table(queries: Mapping[str, Sequence[QueryAnswer]]) -> str:
+    """The markdown table of shares and chance levels (``docs/synthetic-data.md``; printed
+    by ``cora-kit data card``)."""
+    lines = ["| kind | share | chance (train) | chance (test) |", "|---|---:|---:|---:|"]
+    for name, n in kind_numbers(queries).items():
+        label = "**all**" if name == "all" else name
+        lines.append(f"| {label} | {n.share:.3f} | {_pct(n.chance_train)} | {_pct(n.chance_test)} |")
+    return "\n".join(lines)
+
+
 def data_card(
     params: Mapping[str, object],
     generator: str,
@@ -38,18 +85,7 @@ def data_card(
     queries: Mapping[str, Sequence[QueryAnswer]],
 ) -> str:
     """The README.md text of a generated v2 set."""
-    train = list(queries.get("train", []))
-    test = list(queries.get("test", []))
-    prior = TextPrior.fit((qa.query, qa.references[0]) for qa in train) if train else None
-    chance_train = kind_chance(prior, train) if prior else {}
-    chance_test = kind_chance(prior, test) if prior and test else {}
-    every = [qa for s in SPLITS for qa in queries.get(s, [])]
-    share = Counter(qa.kind for qa in every)
-    total = sum(share.values()) or 1
-
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.3f}"
-
+    numbers = kind_numbers(queries)
     lines = [
         "# Synthetic 360-degree query-captioning set: data card",
         "",
@@ -78,16 +114,14 @@ def data_card(
         "|---|---:|---|---|---:|---:|---|",
     ]
     for name, info in KINDS.items():
+        n = numbers[name]
         lines.append(
-            f"| {name} | {share[name] / total:.3f} | `{info.template}` | {info.answers} | "
-            f"{pct(chance_train.get(name))} | {pct(chance_test.get(name))} | {info.tests} |"
+            f"| {name} | {n.share:.3f} | `{info.template}` | {info.answers} | "
+            f"{_pct(n.chance_train)} | {_pct(n.chance_test)} | {info.tests} |"
         )
-    if prior is not None:
-        overall_train = sum(chance_train[k] * n for k, n in Counter(q.kind for q in train).items()) / len(train)
-        overall_test = (
-            sum(chance_test[k] * n for k, n in Counter(q.kind for q in test).items()) / len(test) if test else None
-        )
-        lines.append(f"| **all** | 1.000 | | | {pct(overall_train)} | {pct(overall_test)} | |")
+    if queries.get("train"):
+        n = numbers["all"]
+        lines.append(f"| **all** | 1.000 | | | {_pct(n.chance_train)} | {_pct(n.chance_test)} | |")
     lines += [
         "",
         "## How scenes are built",
@@ -113,4 +147,4 @@ def data_card(
     return "\n".join(lines)
 
 
-__all__ = ["data_card", "kind_chance"]
+__all__ = ["KindNumbers", "chance_table", "data_card", "kind_chance", "kind_numbers"]

@@ -181,17 +181,30 @@ def generate_synthetic(
     return out_dir
 
 
-def _make_image(job: tuple[Path, SynthParams, str, int]) -> tuple[str, Scene, list[QueryAnswer]]:
-    """Build, render and write image ``index`` of ``split``; returns its path, scene, queries."""
-    root, params, split, index = job
+def scene_and_queries(params: SynthParams, split: str, index: int) -> tuple[Scene, list[QueryAnswer]]:
+    """The scene and queries of image ``index`` of ``split`` (what generation renders)."""
     rng = image_rng(params.seed, split, index)
     if params.version == 1:
         scene = sample_scene(rng, params.min_objects, params.max_objects)  # type: ignore[arg-type]
-        qas = make_queries(rng, scene, params.queries_per_image)  # type: ignore[arg-type]
-    else:
-        from cora_kit.data.scene_v2 import sample_scene_v2
+        return scene, make_queries(rng, scene, params.queries_per_image)  # type: ignore[arg-type]
+    from cora_kit.data.scene_v2 import sample_scene_v2
 
-        scene, qas = sample_scene_v2(rng, params.queries_per_image, params.min_objects, params.max_objects)  # type: ignore[arg-type]
+    return sample_scene_v2(rng, params.queries_per_image, params.min_objects, params.max_objects)  # type: ignore[arg-type]
+
+
+def synth_queries(params: SynthParams) -> dict[str, list[QueryAnswer]]:
+    """Every split's queries of the set ``params`` describe, in file order, without rendering
+    an image (about 0.3 ms per image): what the data card's numbers are computed from."""
+    return {
+        split: [qa for i in range(params.count(split)) for qa in scene_and_queries(params, split, i)[1]]
+        for split in SPLITS
+    }
+
+
+def _make_image(job: tuple[Path, SynthParams, str, int]) -> tuple[str, Scene, list[QueryAnswer]]:
+    """Build, render and write image ``index`` of ``split``; returns its path, scene, queries."""
+    root, params, split, index = job
+    scene, qas = scene_and_queries(params, split, index)
     rel = f"images/{split}_{index:06d}.png"
     (root / rel).write_bytes(png_bytes(render_erp(scene, params.height, params.width)))
     return rel, scene, qas
