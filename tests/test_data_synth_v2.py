@@ -271,7 +271,10 @@ def test_data_card_lists_every_kind_with_its_share_and_chance(v2_set):
     assert float(rows["high"].split("|")[5]) < 0.35
 
 
-# --- `cora-kit data card` -------------------------------------------------------------
+# --- the data card in docs/ and `cora-kit data card` --------------------------------------
+
+DOCS_CARD = Path(__file__).resolve().parents[1] / "docs" / "synthetic-data.md"
+
 
 def _md_rows(text: str, header: str) -> list[list[str]]:
     """The body rows (cells stripped) of the markdown table whose header line is ``header``."""
@@ -283,6 +286,26 @@ def _md_rows(text: str, header: str) -> list[list[str]]:
             break
         rows.append([c.strip() for c in line.strip().strip("|").split("|")])
     return rows
+
+
+def test_docs_card_lists_every_kind_with_its_template():
+    rows = _md_rows(DOCS_CARD.read_text(encoding="utf-8"), "| kind | template | answers | what it tests |")
+    assert [r[0] for r in rows] == list(KINDS)
+    for row in rows:
+        assert re.match(r"`([^`]*)`", row[1]).group(1) == KINDS[row[0]].template, row
+
+
+def test_docs_chance_table_is_that_of_the_set_it_names():
+    """The numbers in docs/synthetic-data.md are what ``cora-kit data card`` computes for the
+    split sizes and seed the text names (sizes and seed, not image size, decide the queries)."""
+    from cora_kit.data.card import chance_table
+    from cora_kit.data.synth import synth_queries
+
+    text = DOCS_CARD.read_text(encoding="utf-8")
+    m = re.search(r"([\d,]+) train,\s+([\d,]+) val and ([\d,]+) test images, seed (\d+)", text)
+    n_train, n_val, n_test, seed = (int(g.replace(",", "")) for g in m.groups())
+    table = chance_table(synth_queries(SynthParams(n_train, n_val, n_test, 64, 128, seed=seed)))
+    assert table in text
 
 
 def test_data_card_command_agrees_with_the_generated_readme(v2_set, capsys):
