@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Sequence
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 _SPACE = re.compile(r"\s+")
@@ -16,7 +17,7 @@ def normalize_answer(text: str) -> str:
     return _SPACE.sub(" ", _PUNCT.sub("", text.lower())).strip()
 
 
-def matches(prediction: str, references: list[str] | tuple[str, ...]) -> bool:
+def matches(prediction: str, references: Sequence[str]) -> bool:
     """Whether ``prediction`` equals one of ``references`` after normalisation."""
     norm = normalize_answer(prediction)
     return any(norm == normalize_answer(r) for r in references)

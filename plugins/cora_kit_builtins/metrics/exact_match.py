@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from cora_kit.data.text import normalize_answer
+from cora_kit.data.text import matches
 from cora_kit.eval.scoring import check_grouped
 from cora_kit.interfaces import Metric
 
@@ -39,11 +39,7 @@ class ExactMatch(Metric):
     ) -> dict[str, float]:
         """``{id: 1.0 or 0.0}`` in the order of ``predictions``."""
         check_grouped(predictions, references)
-        out: dict[str, float] = {}
-        for key, text in predictions.items():
-            refs = {normalize_answer(r) for r in references[key]}
-            out[key] = 1.0 if normalize_answer(text) in refs else 0.0
-        return out
+        return {key: float(matches(text, references[key])) for key, text in predictions.items()}
 
     def score(
         self, predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]
