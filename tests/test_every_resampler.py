@@ -89,7 +89,8 @@ def test_trains_and_evaluates_through_cora_kit_run(name: str, synth: Path, tmp_p
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {r["stage"]: r["step"] for r in rows} == {1: 2, 2: 2, 3: 2}
     scores = json.loads((run / "scores.json").read_text())
-    assert scores["num_items"] == 8 and {"panorama", "blank", "shuffled"} <= set(scores)
+    items = json.loads((synth / "metadata.json").read_text())["splits"]["test"]["samples"]  # (image, query) pairs
+    assert scores["num_items"] == items > 0 and {"panorama", "blank", "shuffled", "text_prior"} <= set(scores)
     assert scores["panorama"]["sacrebleu"] is not None
-    assert len((run / "predictions.jsonl").read_text().splitlines()) == 8
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == items
     assert json.loads((run / "plugins.json").read_text())["resampler"]["name"] == name
