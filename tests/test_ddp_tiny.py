@@ -118,10 +118,13 @@ def test_two_gloo_processes_match_one_process_on_the_tiny_model(tmp_path: Path) 
         assert got <= 1.5 * yardstick + 1e-3, f"stage {k}: 2 processes differ by {got}, one split process by {yardstick}"
     s1 = json.loads((one / "run" / "scores.json").read_text())
     s2 = json.loads((two / "run" / "scores.json").read_text())
-    assert set(s1) == set(s2) == {"split", "num_items", "protocol", "panorama", "blank", "shuffled"}
+    assert set(s1) == set(s2) == {
+        "split", "num_items", "protocol", "kinds", "controls", "panorama", "shuffled", "blank", "text_prior"}
+    assert s1["controls"] == s2["controls"] and s1["kinds"] == s2["kinds"]
     for cond in ("panorama", "blank", "shuffled"):
         for metric in ("bleu4", "cider"):
             assert abs(s1[cond][metric] - s2[cond][metric]) <= 0.05, (cond, metric, s1[cond], s2[cond])
+    assert s1["text_prior"] == s2["text_prior"]  # no model: the same answers however many ranks
     ids = [json.loads(x)["id"] for x in (one / "run" / "predictions.jsonl").read_text().splitlines()]
     assert ids == [json.loads(x)["id"] for x in (two / "run" / "predictions.jsonl").read_text().splitlines()]
     # per-rank random streams: rank 0 keeps the one-process stream, rank 1 has its own
