@@ -64,6 +64,11 @@ class LLMConfig(PluginChoice):
     tokenizer: str | None = None
     lora: LoraConfig = Field(default_factory=LoraConfig)
     max_text_tokens: int = Field(64, ge=8)
+    #: where the vision tokens sit in the user turn: "before-query" is the seed's
+    #: ``<|vision|>\n{query}``; "after-query" (``{query}\n<|vision|>``) lets a causal LM's vision
+    #: positions attend to the query, which a small random-init LM needs to learn which part of
+    #: the panorama a query asks about (the tiny preset; measured in benchmarks/RESULTS.md).
+    vision_placement: Literal["before-query", "after-query"] = "before-query"
     trust_remote_code: bool = False
     #: "seed": the LM is frozen in Stage 2 and trains through LoRA in Stage 3 (the paper).
     #: "full": every LM weight also trains in Stages 2 and 3 - for a random-init LM (the

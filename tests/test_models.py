@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 import cora_kit
-from cora_kit.errors import DataError, MissingWeightsError
+from cora_kit.errors import ConfigError, DataError, MissingWeightsError
 from cora_kit.models import hf_assets
 from cora_kit.models.fusion import IGNORE_INDEX, LanguageFusion
 
@@ -181,6 +181,33 @@ def test_fusion_labels_only_the_answer_and_places_vision_tokens():
     k = prompt.index(llm.vision_token_id)
     torch.testing.assert_close(b.inputs_embeds[0, k : k + 6], vision[0])
     assert (b.labels[0, : k + 6] == IGNORE_INDEX).all()
+
+
+def test_fusion_after_query_puts_the_vision_tokens_behind_the_query():
+    llm = _llm()
+    tok = llm.tokenizer
+    before = LanguageFusion(tok, max_text_tokens=48)
+    after = LanguageFusion(tok, max_text_tokens=48, vision_placement="after-query")
+    query, answer = "where is the blue ball?", "front"
+    q_ids = tok(query, add_special_tokens=False)["input_ids"]
+
+    def find(seq: list[int], sub: list[int]) -> int:
+        return next(i for i in range(len(seq)) if seq[i : i + len(sub)] == sub)
+
+    for fusion, vision_first in ((before, True), (after, False)):
+        prompt = fusion.prompt_ids(query)
+        k = prompt.index(llm.vision_token_id)
+        assert (k < find(prompt, q_ids)) is vision_first
+    # same text tokens, only reordered; the answer stays last and alone carries the loss
+    assert sorted(before.prompt_ids(query)) == sorted(after.prompt_ids(query))
+    vision = torch.randn(1, 4, 32)
+    b = after(vision, [query], llm.embed_tokens, [answer])
+    k = after.prompt_ids(query).index(llm.vision_token_id)
+    torch.testing.assert_close(b.inputs_embeds[0, k : k + 4], vision[0])
+    labelled = b.labels[0][b.labels[0] != IGNORE_INDEX].tolist()
+    assert labelled == tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    with pytest.raises(ConfigError, match="vision_placement"):
+        LanguageFusion(tok, vision_placement="between")
 
 
 def test_fusion_left_pads_for_generation_and_guards_truncation():

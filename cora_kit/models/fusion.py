@@ -1,8 +1,9 @@
 """LanguageFusion (seed component 6): put the stitched vision tokens into a chat prompt.
 
-The user turn is ``"<|vision|>\\n{query}"`` formatted with the tokenizer's chat template
+The user turn is ``"<|vision|>\\n{query}"`` (the seed; ``vision_placement="before-query"``) or
+``"{query}\\n<|vision|>"`` (``"after-query"``) formatted with the tokenizer's chat template
 (generation prompt included); the one ``<|vision|>`` id is expanded to T placeholder
-positions whose embeddings are replaced by the vision tokens::
+positions whose embeddings are replaced by the vision tokens (seed order shown)::
 
     ids     [im_start user \\n] [<|vision|> x T] [\\n query im_end \\n im_start assistant \\n] [answer] [eos]
     labels  [-100 ...........................................................................] [answer] [eos]
@@ -25,6 +26,8 @@ import torch
 from cora_kit.errors import ConfigError, DataError
 
 IGNORE_INDEX = -100
+#: where the vision tokens go in the user turn (``model.llm.vision_placement``)
+VISION_PLACEMENTS = ("before-query", "after-query")
 
 
 @dataclass
@@ -42,8 +45,16 @@ class LanguageFusion:
     """Tokenises chat prompts and splices vision tokens into the embedding sequence."""
 
     def __init__(
-        self, tokenizer: Any, vision_token: str = "<|vision|>", max_text_tokens: int = 64
+        self,
+        tokenizer: Any,
+        vision_token: str = "<|vision|>",
+        max_text_tokens: int = 64,
+        vision_placement: str = "before-query",
     ) -> None:
+        if vision_placement not in VISION_PLACEMENTS:
+            raise ConfigError(
+                f"vision_placement must be one of {', '.join(VISION_PLACEMENTS)}; got {vision_placement!r}"
+            )
         if getattr(tokenizer, "chat_template", None) is None:
             raise ConfigError(
                 f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no chat template;"
@@ -60,11 +71,16 @@ class LanguageFusion:
         self.end_id = int(tokenizer.eos_token_id)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_id)
         self.max_text_tokens = max_text_tokens
+        self.vision_placement = vision_placement
         self._prompt_cache: dict[str, list[int]] = {}
 
     def prompt_text(self, query: str) -> str:
         """The chat-formatted prompt (with one ``<|vision|>``), ready for the answer."""
-        messages = [{"role": "user", "content": f"{self.vision_token}\n{query}"}]
+        if self.vision_placement == "after-query":
+            content = f"{query}\n{self.vision_token}"
+        else:
+            content = f"{self.vision_token}\n{query}"
+        messages = [{"role": "user", "content": content}]
         return self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
         )

@@ -69,7 +69,12 @@ class CoraModel(FreezeSchedule):
         self.grid: tuple[int, int] = tuple(encoder.grid)  # type: ignore[assignment]
         self.latent_grid: tuple[int, int] = tuple(resampler.output_grid(self.grid))  # type: ignore[assignment]
         self.correspondences = correspondences
-        self.fusion = LanguageFusion(llm.tokenizer, llm.vision_token, config.model.llm.max_text_tokens)
+        self.fusion = LanguageFusion(
+            llm.tokenizer,
+            llm.vision_token,
+            config.model.llm.max_text_tokens,
+            vision_placement=config.model.llm.vision_placement,
+        )
         self.stage: int | None = None
         self._key_memo: dict[int, tuple[tuple, str]] = {}
         #: component -> what gradient checkpointing does there (empty: off)
