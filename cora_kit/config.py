@@ -123,6 +123,10 @@ class StageConfig(_Strict):
     overlap_weight: float = Field(0.0, ge=0)
     #: resampler lr = lr * this (seed Stage 2: "low lr")
     resampler_lr_scale: float = Field(1.0, gt=0)
+    #: PanoramaProjector lr = lr * this; 0 keeps it as it is in this stage (the tiny preset:
+    #: a small random-init LM learns to read the panorama only while its vision tokens hold
+    #: still, benchmarks/RESULTS.md "A tiny preset that looks")
+    projector_lr_scale: float = Field(1.0, ge=0)
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(200, ge=1)
 

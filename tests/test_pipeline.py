@@ -89,12 +89,15 @@ def test_gradients_reach_exactly_the_trainable_groups(tiny):
     m.zero_grad(set_to_none=True)
 
 
-def test_param_groups_scale_the_resampler_lr_in_stage2(tiny):
-    cfg = tiny.config.stages.stage2
+def test_param_groups_scale_the_resampler_and_projector_lr_in_stage2(tiny):
+    cfg = tiny.config.stages.stage2.model_copy(update={"resampler_lr_scale": 0.1, "projector_lr_scale": 0.5})
     groups = {g["name"]: g for g in tiny.param_groups(2, cfg)}
     assert set(groups) == {"resampler", "projector"}
-    assert groups["resampler"]["lr"] == pytest.approx(cfg.lr * cfg.resampler_lr_scale)
-    assert groups["projector"]["lr"] == cfg.lr
+    assert groups["resampler"]["lr"] == pytest.approx(cfg.lr * 0.1)
+    assert groups["projector"]["lr"] == pytest.approx(cfg.lr * 0.5)
+    # 0: the projector keeps its weights in this stage (no optimizer group)
+    frozen = cfg.model_copy(update={"projector_lr_scale": 0.0})
+    assert {g["name"] for g in tiny.param_groups(2, frozen)} == {"resampler"}
 
 
 def test_trainable_state_dict_round_trip_and_errors():

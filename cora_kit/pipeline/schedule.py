@@ -117,12 +117,14 @@ class FreezeSchedule(nn.Module):
         return self
 
     def param_groups(self, stage: int, stage_cfg: StageConfig) -> list[dict]:
-        """AdamW groups; the resampler's lr is ``lr * resampler_lr_scale`` (seed Stage 2)."""
+        """AdamW groups; the resampler's lr is ``lr * resampler_lr_scale`` (seed Stage 2), the
+        projector's ``lr * projector_lr_scale`` (0: no group, it keeps its weights)."""
+        scales = {"resampler": stage_cfg.resampler_lr_scale, "projector": stage_cfg.projector_lr_scale}
         out = []
         for name, params in self.stage_groups(stage).items():
-            if not params:
+            scale = scales.get(name, 1.0)
+            if not params or scale == 0:
                 continue
-            scale = stage_cfg.resampler_lr_scale if name == "resampler" else 1.0
             out.append({"params": params, "lr": stage_cfg.lr * scale, "weight_decay": stage_cfg.weight_decay, "name": name})
         return out
 
