@@ -121,6 +121,21 @@ def test_cora_csv_with_relative_local_paths(tmp_path, images):
     assert load_split(g, image_root=images)[0].image_path == str(images / "c.jpg")
 
 
+def test_a_dataset_folder_given_as_a_relative_path_finds_its_images(tmp_path, images, monkeypatch):
+    # `cora-kit run` reads data/synth relative to the working directory
+    (tmp_path / "data" / "set").mkdir(parents=True)
+    f = _csv(
+        tmp_path / "data" / "set" / "train.csv",
+        "url,instruction,response\nimgs/a.jpg,Describe the panorama,A room.\n",
+    )
+    (f.parent / "imgs").symlink_to(tmp_path / "imgs", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    report = load_split(Path("data/set/train.csv"))
+    assert not report.skipped and Path(report[0].image_path).resolve() == (tmp_path / "imgs" / "a.jpg").resolve()
+    assert len(load_split(Path("data/set"), "train")) == 1
+    assert load_split(Path("data/set/train.csv"), image_root=Path("data/set/imgs"))[0].answer == "A room."
+
+
 def test_header_whitespace_and_extra_columns(tmp_path, images):
     f = _csv(tmp_path / "x.csv", f"id, url , query, annotation\n7,{URL.format('c')},q,r\n")
     assert load_split(f, image_root=images)[0].references == ("r",)

@@ -28,6 +28,7 @@ Loading only reads files.
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,9 @@ def is_url(text: str) -> bool:
 def resolve_image(url: str, csv_dir: Path, image_root: Path | None) -> Path:
     """Local path of ``url`` (see the module docstring); raises ``_BadRow`` if missing or
     outside the dataset folder (``image_root``, else the CSV's folder: ``images.confine``)."""
+    # absolute first: confine() joins a relative candidate to the root again
+    csv_dir = Path(os.path.abspath(csv_dir))
+    image_root = None if image_root is None else Path(os.path.abspath(image_root))
     if is_url(url):
         name = Path(unquote(urlparse(url).path)).name
         if image_root is None:
