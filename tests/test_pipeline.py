@@ -97,7 +97,11 @@ def test_param_groups_scale_the_resampler_and_projector_lr_in_stage2(tiny):
     assert groups["projector"]["lr"] == pytest.approx(cfg.lr * 0.5)
     # 0: the projector keeps its weights in this stage (no optimizer group)
     frozen = cfg.model_copy(update={"projector_lr_scale": 0.0})
+    tiny.set_stage(2)
     assert {g["name"] for g in tiny.param_groups(2, frozen)} == {"resampler"}
+    assert not any(p.requires_grad for p in tiny.projector.parameters())
+    tiny.set_stage(2)
+    assert all(p.requires_grad for p in tiny.projector.parameters())
 
 
 def test_trainable_state_dict_round_trip_and_errors():

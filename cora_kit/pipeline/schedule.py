@@ -118,11 +118,15 @@ class FreezeSchedule(nn.Module):
 
     def param_groups(self, stage: int, stage_cfg: StageConfig) -> list[dict]:
         """AdamW groups; the resampler's lr is ``lr * resampler_lr_scale`` (seed Stage 2), the
-        projector's ``lr * projector_lr_scale`` (0: no group, it keeps its weights)."""
+        projector's ``lr * projector_lr_scale``. Scale 0 holds the group: no optimizer group,
+        and its parameters stop requiring gradients (call after ``set_stage``)."""
         scales = {"resampler": stage_cfg.resampler_lr_scale, "projector": stage_cfg.projector_lr_scale}
         out = []
         for name, params in self.stage_groups(stage).items():
             scale = scales.get(name, 1.0)
+            if scale == 0:
+                for p in params:
+                    p.requires_grad_(False)
             if not params or scale == 0:
                 continue
             out.append({"params": params, "lr": stage_cfg.lr * scale, "weight_decay": stage_cfg.weight_decay, "name": name})

@@ -126,6 +126,11 @@ class StageRun:
         """Freeze schedule, seed, feature cache (and the auto micro-batch); ``{group: n}``."""
         ctx, stage = self.ctx, self.stage
         trainable = self.model.set_stage(stage)
+        # a group the stage config holds (lr scale 0) gets no optimizer group and does not train
+        optimized = {g["name"] for g in self.model.param_groups(stage, self.cfg)}
+        for name in [k for k in trainable if k not in optimized]:
+            trainable.pop(name)
+            ctx.say(f"stage {stage}: {name} keeps its weights ({name}_lr_scale 0)")
         groups = ", ".join(f"{k} {v:,}" for k, v in trainable.items())
         ctx.say(f"stage {stage}: trainable groups: {groups} (total {sum(trainable.values()):,})")
         if not self.items:
