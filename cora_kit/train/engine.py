@@ -139,13 +139,15 @@ def _record_data(ctx: RunContext, splits: Splits, train_items: Sequence[dict[str
 
 def _validators(ctx: RunContext, model: CoraModelLike, splits: Splits) -> tuple[dict[int, Validator], dict[str, Any]]:
     """Per stage, what runs at the end of each epoch (``eval.validation``): Stage 1 the seed's
-    diagnostics on stage1_val (logged as ``val_adj_cos`` ...), Stages 2-3 the LM loss on every
-    (image, query, annotation) row of the val split (``val_loss``). Also returns the dict the
+    diagnostics on stage1_val (logged as ``val_adj_cos`` ...), Stages 2-3 the LM loss on the val
+    split's rows chosen as for training (``val_loss``: every (image, query, annotation) row, or
+    the first annotation of each (image, query) under ``train_targets: first``). Also returns the dict the
     last Stage-1 diagnostics are kept in (diagnostics.json's ``after``)."""
     last: dict[str, Any] = {}
     if not ctx.config.eval.validation:
         return {}, last
-    val_rows = annotation_rows(splits.val)
+    first = ctx.config.data.train_targets == "first"
+    val_rows = list(splits.val) if first else annotation_rows(splits.val)
 
     def stage1(stage: int, epoch: int) -> dict[str, float]:
         diag = report.stage1_diagnostics(model, splits.stage1_val, ctx)
