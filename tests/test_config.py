@@ -30,6 +30,10 @@ def test_presets_ship_and_paper_equals_seed():
     seed = CoraConfig(preset="paper")
     assert paper.model == seed.model
     assert paper.stages == seed.stages
+    # the seed's prompt order and Stage-2 table (the tiny preset's deviations stay in tiny)
+    assert paper.model.llm.vision_placement == "before-query" and paper.model.llm.trainable == "seed"
+    assert paper.stages.stage2.resampler_lr_scale > 0 and paper.stages.stage2.projector_lr_scale == 1.0
+    assert paper.data.train_targets == "all"
     assert resolve_config().preset == "tiny"
 
 

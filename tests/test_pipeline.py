@@ -31,7 +31,7 @@ def test_tiny_preset_end_to_end_shapes_and_finite_losses(tiny):
     assert type(m.llm.model.get_base_model()).__name__ == "Qwen3ForCausalLM"
     m.set_stage(2)
     views = m.tile(torch.rand(2, 3, 256, 512))
-    assert views.shape == (2, 9, 3, 32, 32)
+    assert views.shape == (2, 9, 3, 64, 64)
     hidden = m.encode_frozen(views, 2)
     assert hidden.shape == (2, 9, 16, m.encoder.hidden_size)
     latent = m.resample(m.encode_trainable(hidden, 2))
