@@ -121,8 +121,8 @@ class StageConfig(_Strict):
     grad_clip: float | None = 1.0
     #: weight of the overlap loss added to the LM loss (seed Stage 2: 0.1)
     overlap_weight: float = Field(0.0, ge=0)
-    #: resampler lr = lr * this (seed Stage 2: "low lr")
-    resampler_lr_scale: float = Field(1.0, gt=0)
+    #: resampler lr = lr * this (seed Stage 2: "low lr"); 0 keeps it as it is in this stage
+    resampler_lr_scale: float = Field(1.0, ge=0)
     #: PanoramaProjector lr = lr * this; 0 keeps it as it is in this stage (the tiny preset:
     #: a small random-init LM learns to read the panorama only while its vision tokens hold
     #: still, benchmarks/RESULTS.md "A tiny preset that looks")
