@@ -219,6 +219,9 @@ def tiny_config(**overrides: Any) -> CoraConfig:
         "eval.metrics=[cider]", "eval.batch_size=4", "device=cpu",
         # one epoch per stage, as these tests count steps (the tiny preset trains Stage 2 longer)
         "stages.stage1.epochs=1", "stages.stage2.epochs=1", "stages.stage3.epochs=1",
+        # the seed's Stage-2 table and every annotation row, whatever the tiny preset's tuning
+        "stages.stage2.overlap_weight=0.1", "stages.stage2.resampler_lr_scale=1.0",
+        "stages.stage2.projector_lr_scale=1.0", "stages.stage3.projector_lr_scale=1.0", "data.train_targets=all",
     ]
     sets += [f"{k}={v}" for k, v in overrides.items()]
     return resolve_config("tiny", None, sets)
