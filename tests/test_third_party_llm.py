@@ -61,7 +61,10 @@ def test_builds_trains_exports_and_captions_in_a_tiny_run(gpt2: str, tmp_path: P
             "stages.stage1.max_steps=2", "stages.stage2.max_steps=2", "stages.stage3.max_steps=2",
             "eval.metrics=[bleu4]", "eval.max_new_tokens=4", "device=cpu",
             f"model.llm.name={gpt2}", "model.llm.arch={n_embd: 64, n_layer: 2, n_head: 2}",
-            "model.llm.lora.target_modules=[c_attn]", "model.llm.trainable=seed"]
+            "model.llm.lora.target_modules=[c_attn]", "model.llm.trainable=seed",
+            # the seed's Stage 2 (resampler + projector under the frozen LM), not the tiny preset's
+            "stages.stage2.resampler_lr_scale=0.1", "stages.stage2.projector_lr_scale=1.0",
+            "stages.stage3.projector_lr_scale=1.0"]
     out = tmp_path / "runs" / "gpt2"
     result = run(resolve_config("tiny", None, sets), out, model_factory=CoraModel.from_config, progress=False)
     assert all(ckpt.is_done(out / f"stage{k}") for k in (1, 2, 3))

@@ -60,3 +60,15 @@ def test_stage1_checkpoint_holds_only_stage1_groups(tiny_run: Path) -> None:
     assert any(n.startswith("resampler.") for n in names)
     assert any(n.startswith("overlap_head.") for n in names)
     assert not any(n.startswith(("llm.", "projector.")) for n in names)
+
+
+def test_a_stage_with_nothing_to_train_is_a_config_error(tmp_path: Path) -> None:
+    # the tiny preset holds the resampler and projector in Stage 2; with the seed's frozen LM
+    # nothing is left to train there
+    from cora_kit.errors import ConfigError
+
+    sets = [f"data.synth_dir={tmp_path / 'synth'}", "data.synth.n_train=4", "data.synth.n_val=2",
+            "data.synth.n_test=2", "stages.stage1.max_steps=1", "model.llm.trainable=seed",
+            "eval.metrics=[exact-match]", "device=cpu"]
+    with pytest.raises(ConfigError, match=r"stage 2 has nothing to train.*stages\.stage2"):
+        run(resolve_config("tiny", None, sets), tmp_path / "r", model_factory=CoraModel.from_config, progress=False)
