@@ -132,11 +132,11 @@ def main() -> None:
     groups = model.param_groups(2, scfg)
     if cfg.model.llm.trainable != "full":
         raise SystemExit("error: the probe trains the LM: it needs model.llm.trainable=full (the tiny preset)")
+    print(f"run {run_dir}; {len(train)} train / {len(test)} test items; groups "
+          + ", ".join(f"{g['name']} lr {g['lr']:.1e}" for g in groups), flush=True)
     opt = torch.optim.AdamW(groups, lr=a.lr, weight_decay=scfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, scfg.warmup_ratio))
     params = [p for g in groups for p in g["params"]]
-    print(f"run {run_dir}; {len(train)} train / {len(test)} test items; groups "
-          + ", ".join(f"{g['name']} lr {g['lr']:.1e}" for g in groups), flush=True)
     print(f"{'step':>6} {'train_ce':>9} {'em':>6} {'shuffled':>9} {'spread':>7}  per kind (em)")
     order, pos, window, last, t0 = list(range(len(train))), len(train), [], {}, time.time()
     for step in range(1, steps + 1):
