@@ -14,7 +14,7 @@ from test_data_fetch import FaultServer, server  # noqa: F401 (the loopback serv
 
 from cora_kit.cli import main
 from cora_kit.config import resolve_config
-from cora_kit.train.data import SampledTargets, annotation_rows, epoch_items, training_items
+from cora_kit.train.data import Record, SampledTargets, annotation_rows, epoch_items, training_items
 
 RECORDS = [
     {"id": "a#0", "image_path": "/x/a.png", "query": "q1", "answer": "one", "references": ["one", "uno", "eins"]},
@@ -39,6 +39,12 @@ def test_training_items_all_first_sample() -> None:
     assert resolve_config("paper").data.train_targets == "all"  # the seed
     # the tiny preset, tuned on the synthetic set, trains on each query's canonical answer
     assert resolve_config("tiny").data.train_targets == "first"
+
+
+def test_training_copies_keep_the_records_decode_size() -> None:
+    sized = [Record(r, erp_size=(8, 16)) for r in RECORDS]
+    assert all(r.erp_size == (8, 16) for r in annotation_rows(sized))
+    assert all(r.erp_size == (8, 16) for r in SampledTargets(sized, 0).for_epoch(2, 0))
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

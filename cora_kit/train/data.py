@@ -117,7 +117,7 @@ TRAIN_TARGETS = ("all", "first", "sample")
 
 
 def _with_answer(record: dict[str, Any], key: str, answer: str) -> Record:
-    out = Record(record, erp_size=getattr(record, "_erp_size", None))
+    out = Record(record, erp_size=getattr(record, "erp_size", None))
     out["id"], out["answer"] = key, answer
     return out
 
