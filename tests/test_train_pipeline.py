@@ -72,3 +72,4 @@ def test_a_stage_with_nothing_to_train_is_a_config_error(tmp_path: Path) -> None
             "eval.metrics=[exact-match]", "device=cpu"]
     with pytest.raises(ConfigError, match=r"stage 2 has nothing to train.*stages\.stage2"):
         run(resolve_config("tiny", None, sets), tmp_path / "r", model_factory=CoraModel.from_config, progress=False)
+    assert not ckpt.is_done(tmp_path / "r" / "stage1")  # refused before any stage trained

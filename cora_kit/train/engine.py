@@ -25,7 +25,7 @@ from typing import Any
 
 from cora_kit.config import CoraConfig, to_yaml
 from cora_kit.device import resolve_device
-from cora_kit.errors import CheckpointError, CoraKitError
+from cora_kit.errors import CheckpointError, ConfigError, CoraKitError
 from cora_kit.train import checkpoint as ckpt
 from cora_kit.train import distributed as dist_utils
 from cora_kit.train import report
@@ -38,7 +38,7 @@ from cora_kit.train.context import (
     Validator,
     seed_everything,
 )
-from cora_kit.train.data import Splits, annotation_rows, data_report, load_splits, skipped_line, training_items
+from cora_kit.train.data import Splits, data_report, load_splits, skipped_line, training_items
 from cora_kit.train.lock import one_writer
 from cora_kit.train.protocol import CoraModelLike, ModelFactory
 from cora_kit.train.run_dir import RunDir
@@ -146,8 +146,9 @@ def _validators(ctx: RunContext, model: CoraModelLike, splits: Splits) -> tuple[
     last: dict[str, Any] = {}
     if not ctx.config.eval.validation:
         return {}, last
-    first = ctx.config.data.train_targets == "first"
-    val_rows = list(splits.val) if first else annotation_rows(splits.val)
+    # the training rule, except that `sample` (a per-epoch draw) validates on every row
+    targets = "first" if ctx.config.data.train_targets == "first" else "all"
+    val_rows = list(training_items(splits.val, targets))
 
     def stage1(stage: int, epoch: int) -> dict[str, float]:
         diag = report.stage1_diagnostics(model, splits.stage1_val, ctx)
@@ -167,9 +168,25 @@ def _validators(ctx: RunContext, model: CoraModelLike, splits: Splits) -> tuple[
     return out, last
 
 
+def _check_every_stage_trains(ctx: RunContext, model: CoraModelLike, stages: list[int], resume: bool) -> None:
+    """Before any work: a stage to train whose every group is frozen or held (lr scale 0) is a
+    ``ConfigError`` naming it (``StageRun`` would otherwise fail after the stages before it)."""
+    for stage in stages:
+        cfg = getattr(ctx.config.stages, f"stage{stage}")
+        if not cfg.enabled or (resume and ckpt.is_done(ctx.rd.stage(stage))):
+            continue
+        if not any(g["params"] for g in model.param_groups(stage, cfg)):
+            raise ConfigError(
+                f"stage {stage} has nothing to train: every group it trains is frozen or held"
+                f" (stages.stage{stage}.*_lr_scale: 0); give one a scale > 0 or leave the stage out"
+                f" (--stages / stages.stage{stage}.enabled: false)"
+            )
+
+
 def _train_stages(ctx: RunContext, model: CoraModelLike, stages: list[int], splits: Splits, resume: bool,
                   result: RunResult, train_items: Sequence[dict[str, Any]]) -> None:
     """Every enabled stage in order; finished ones are skipped on resume (weights loaded)."""
+    _check_every_stage_trains(ctx, model, stages, resume)
     validators, last_diagnostics = _validators(ctx, model, splits)
     diag_before = _diagnostics_before(ctx, model, stages, splits, resume)
     for stage in stages:

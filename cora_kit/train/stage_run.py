@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from cora_kit.config import StageConfig, to_yaml
-from cora_kit.errors import CheckpointError, ConfigError, CoraKitError
+from cora_kit.errors import CheckpointError, CoraKitError
 from cora_kit.train import checkpoint as ckpt
 from cora_kit.train import distributed as dist_utils
 from cora_kit.train.context import NonFiniteLossError, RunContext, StageResult, Validator, autocast, seed_everything
@@ -167,15 +167,9 @@ class StageRun:
         """AdamW over the stage's parameter groups, warmup + cosine over the planned steps."""
         cfg = self.cfg
         self.micro, self.total = plan_steps(len(self.items), cfg, self.ctx.dist.world_size)
-        groups = self.model.param_groups(self.stage, cfg)
+        groups = self.model.param_groups(self.stage, cfg)  # not empty: engine._check_every_stage_trains
         self.params = [p for g in groups for p in g["params"]]
-        if not self.params:
-            raise ConfigError(
-                f"stage {self.stage} has nothing to train: every group it trains is frozen or held"
-                f" (stages.stage{self.stage}.*_lr_scale: 0); give one a scale > 0 or leave the stage out"
-                f" (--stages / stages.stage{self.stage}.enabled: false)"
-            )
-        self.optim = torch.optim.AdamW(self.model.param_groups(self.stage, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optim = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, warmup_cosine(self.total, cfg.warmup_ratio))
 
     def restore(self) -> None:
