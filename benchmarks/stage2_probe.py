@@ -129,9 +129,9 @@ def main() -> None:
     scfg = cfg.stages.stage2.model_copy(update={
         "lr": a.lr, "resampler_lr_scale": a.vision_lr_scale, "projector_lr_scale": a.vision_lr_scale,
         "overlap_weight": 0.0 if a.vision_lr_scale == 0 else cfg.stages.stage2.overlap_weight})
-    groups = model.param_groups(2, scfg)
     if cfg.model.llm.trainable != "full":
         raise SystemExit("error: the probe trains the LM: it needs model.llm.trainable=full (the tiny preset)")
+    groups = model.param_groups(2, scfg)
     print(f"run {run_dir}; {len(train)} train / {len(test)} test items; groups "
           + ", ".join(f"{g['name']} lr {g['lr']:.1e}" for g in groups), flush=True)
     opt = torch.optim.AdamW(groups, lr=a.lr, weight_decay=scfg.weight_decay)
