@@ -52,6 +52,8 @@ class FreezeSchedule(nn.Module):
     projector: nn.Module
     llm: LLMAdapter
     stage: int | None
+    #: modules whose group the stage config holds (lr scale 0): like frozen ones, eval mode
+    held_modules: tuple[str, ...] = ()
 
     def encoder_blocks(self) -> int:
         """Encoder blocks that train in Stage 1 (seed: the last 2)."""
@@ -101,6 +103,7 @@ class FreezeSchedule(nn.Module):
         if missing:
             raise RuntimeError(f"stage {stage}: the schedule trains {', '.join(missing)} but it has no parameters")
         self.stage = stage
+        self.held_modules = ()
         self.train(self.training)
         return counts
 
@@ -108,7 +111,7 @@ class FreezeSchedule(nn.Module):
         """Like ``nn.Module.train``; modules frozen in the current stage stay in eval mode."""
         super().train(mode)
         if mode and self.stage is not None:
-            for name in FROZEN_MODULES[self.stage]:
+            for name in (*FROZEN_MODULES[self.stage], *self.held_modules):
                 if name == "llm" and self._full_llm(self.stage):
                     continue
                 module = getattr(self, name)
@@ -119,17 +122,23 @@ class FreezeSchedule(nn.Module):
     def param_groups(self, stage: int, stage_cfg: StageConfig) -> list[dict]:
         """AdamW groups; the resampler's lr is ``lr * resampler_lr_scale`` (seed Stage 2), the
         projector's ``lr * projector_lr_scale``. Scale 0 holds the group: no optimizer group,
-        and its parameters stop requiring gradients (call after ``set_stage``)."""
+        its parameters stop requiring gradients and its module stays in eval mode, as a frozen
+        one (call after ``set_stage``)."""
         scales = {"resampler": stage_cfg.resampler_lr_scale, "projector": stage_cfg.projector_lr_scale}
         out = []
+        held = []
         for name, params in self.stage_groups(stage).items():
             scale = scales.get(name, 1.0)
             if scale == 0:
+                held.append(name)
                 for p in params:
                     p.requires_grad_(False)
             if not params or scale == 0:
                 continue
             out.append({"params": params, "lr": stage_cfg.lr * scale, "weight_decay": stage_cfg.weight_decay, "name": name})
+        if stage == self.stage:  # (engine checks every stage's groups before the first runs)
+            self.held_modules = tuple(held)
+            self.train(self.training)
         return out
 
     # -- checkpoints -----------------------------------------------------------------

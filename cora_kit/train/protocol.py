@@ -32,6 +32,9 @@ class CoraModelLike(Protocol):
     correspondences: Correspondences
     #: the overlap head (Stage-1 diagnostics run it on latent tiles ``[B,T,P,D]``)
     overlap_head: nn.Module
+    #: the resampler module (stages 2-3: while it does not train, in eval mode, the
+    #: trainer makes each image's latent once; ``cora_kit.train.held_latents``)
+    resampler: nn.Module
     training: bool
 
     # -- vision path ------------------------------------------------------------------

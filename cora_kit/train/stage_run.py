@@ -7,7 +7,9 @@
 3. ``restore``: with ``--resume``, weights, optimizer, scheduler, RNG and data position of
    the newest complete checkpoint (said); without one, the stage starts over (what an
    interrupted first save left is removed, its metric rows dropped);
-4. ``wrap``: the step function as one module (DDP all-reduces its gradients);
+4. ``keep_latents``: in stages 2-3 with a resampler that does not train, each image's
+   latent is made once (``HeldLatents``); ``wrap``: the step function as one module (DDP
+   all-reduces its gradients);
 5. ``loop``: optimizer steps of ``grad_accum`` micro-batches (``accumulate``), clipping,
    logging, validation at each epoch end (``validate``), periodic checkpoints (``save``);
    Ctrl-C saves one before leaving, a non-finite loss stops the stage and keeps the last good
@@ -33,20 +35,30 @@ from cora_kit.train.context import NonFiniteLossError, RunContext, StageResult, 
 from cora_kit.train.data import epoch_items
 from cora_kit.train.progress import StageProgress
 from cora_kit.train.protocol import CoraModelLike
-from cora_kit.train.stages import STEP_FNS, FeatureProvider, epoch_order, plan_steps, stage1_views, warmup_cosine
+from cora_kit.train.held_latents import HeldLatents
+from cora_kit.train.stages import (
+    LATENT_STEP_FNS,
+    STEP_FNS,
+    FeatureProvider,
+    epoch_order,
+    plan_steps,
+    stage1_views,
+    warmup_cosine,
+)
 
 
 class StepModule(torch.nn.Module):
-    """Wraps a stage step so DDP sees one ``forward`` (gradient all-reduce hooks)."""
+    """Wraps a stage step so DDP sees one ``forward`` (gradient all-reduce hooks); with
+    ``on_latent`` it takes the resampler's output (``LATENT_STEP_FNS``), else the features."""
 
-    def __init__(self, model: CoraModelLike, stage: int, cfg: StageConfig) -> None:
+    def __init__(self, model: CoraModelLike, stage: int, cfg: StageConfig, on_latent: bool = False) -> None:
         super().__init__()
         self.model = model
-        self.fn = STEP_FNS[stage]
+        self.fn = LATENT_STEP_FNS[stage] if on_latent else STEP_FNS[stage]
         self.cfg = cfg
 
-    def forward(self, hidden: torch.Tensor, items: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.fn(self.model, hidden, items, self.cfg)
+    def forward(self, inputs: torch.Tensor, items: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.fn(self.model, inputs, items, self.cfg)
 
 
 def auto_batch(ctx: RunContext, model: CoraModelLike, stage: int, cfg: StageConfig, provider: FeatureProvider,
@@ -107,6 +119,7 @@ class StageRun:
         #: the last checkpoint's weights have not given a finite loss yet
         self.unconfirmed = False
         self.metrics: dict[str, float] = {}
+        self.held: HeldLatents | None = None
         self._orders: dict[int, list[int]] = {}
         self._window: list[float] = []
 
@@ -115,8 +128,9 @@ class StageRun:
         trainable = self.prepare()
         self.build_optimizer()
         self.restore()
-        self.runner = self.wrap()
         self.model.train()
+        self.held = self.keep_latents()
+        self.runner = self.wrap()
         self.loop()
         return self.finish(trainable, time.perf_counter() - t0)
 
@@ -204,9 +218,22 @@ class StageRun:
         ctx.rd.truncate_metrics(self.stage, self.step)
         ctx.say(f"stage {self.stage}: resumed at step {self.step}/{self.total} from {ref.path}")
 
+    def keep_latents(self) -> HeldLatents | None:
+        """Stages 2-3 (model in training mode): ``HeldLatents`` when the resampler does not
+        train and runs in eval mode (each image's latent made once), else None; said either way."""
+        ctx = self.ctx
+        if self.stage == 1:
+            return None
+        held, why = HeldLatents.for_stage(
+            self.model, self.stage, self.provider, self.items[ctx.dist.rank :: ctx.dist.world_size],
+            lambda: autocast(ctx.device, ctx.config.precision),
+        )
+        ctx.say(f"stage {self.stage}: resampler latents: {why}")
+        return held
+
     def wrap(self) -> torch.nn.Module:
         """The stage step as a module; under torchrun, DDP-wrapped."""
-        module = StepModule(self.model, self.stage, self.cfg)
+        module = StepModule(self.model, self.stage, self.cfg, on_latent=self.held is not None)
         if not self.ctx.dist.enabled:
             return module
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -272,12 +299,12 @@ class StageRun:
                 self._epoch_items = epoch_items(self.items, self.stage, self.epoch)  # train_targets: sample
             order = self._orders[self.epoch][idx * cfg.batch_size : (idx + 1) * cfg.batch_size]
             batch = [self._epoch_items[i] for i in order]
-            hidden = self.provider.features(batch)
+            inputs = self.held.latents(batch) if self.held is not None else self.provider.features(batch)
             sync = a == cfg.grad_accum - 1 or not ctx.dist.enabled
             # DDP all-reduces gradients only on the last micro-batch of a step
             with contextlib.nullcontext() if sync else self.runner.no_sync():
                 with autocast(ctx.device, ctx.config.precision):
-                    loss, step_logs = self.runner(hidden, batch)
+                    loss, step_logs = self.runner(inputs, batch)
                 value = float(loss.detach())
                 if dist_utils.any_rank(not math.isfinite(value), ctx.dist, ctx.device):
                     raise self.non_finite(value, batch)

@@ -7,7 +7,8 @@ Seed table (CORA-architecture.md, "Three-stage progressive training")::
     stage 3: LoRA + PanoramaProjector; LM CE
 
 Every step function takes the model, the cached frozen-encoder output of a micro-batch
-``[B,V,P,Dv]`` and the text of its items, and returns ``(loss, logs)``.
+``[B,V,P,Dv]`` and the text of its items, and returns ``(loss, logs)``; ``LATENT_STEP_FNS``
+(stages 2-3) take the resampler's output ``[B,V,P',D]`` instead.
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ def stage1_step(model: CoraModelLike, hidden: torch.Tensor, items: Sequence[dict
 
 def stage2_step(model: CoraModelLike, hidden: torch.Tensor, items: Sequence[dict[str, Any]], cfg: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """LM cross-entropy + ``overlap_weight`` x overlap loss through the frozen head."""
-    feats = model.encode_trainable(hidden, 2)
-    latent = model.resample(feats)
+    return stage2_latent_step(model, model.resample(model.encode_trainable(hidden, 2)), items, cfg)
+
+
+def stage2_latent_step(model: CoraModelLike, latent: torch.Tensor, items: Sequence[dict[str, Any]], cfg: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """``stage2_step`` from the views' latent ``[B,V,P',D]`` (made once when the resampler is held)."""
     lm, lm_logs = model.lm_loss(latent, [i["query"] for i in items], [i["answer"] for i in items])
     logs = {"lm_loss": float(lm.detach()), **_prefixed("lm", lm_logs)}
     loss = lm
@@ -58,11 +62,18 @@ def stage3_step(model: CoraModelLike, hidden: torch.Tensor, items: Sequence[dict
     """LM cross-entropy; encoder and resampler are frozen, so their pass runs without grad."""
     with torch.no_grad():
         latent = model.resample(model.encode_trainable(hidden, 3))
+    return stage3_latent_step(model, latent, items, cfg)
+
+
+def stage3_latent_step(model: CoraModelLike, latent: torch.Tensor, items: Sequence[dict[str, Any]], cfg: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """``stage3_step`` from the views' latent ``[B,V,P',D]``."""
     lm, lm_logs = model.lm_loss(latent, [i["query"] for i in items], [i["answer"] for i in items])
     return lm, {"lm_loss": float(lm.detach()), **_prefixed("lm", lm_logs)}
 
 
 STEP_FNS: dict[int, StepFn] = {1: stage1_step, 2: stage2_step, 3: stage3_step}
+#: the steps of stages 2-3 on a latent made beforehand (``cora_kit.train.held_latents``)
+LATENT_STEP_FNS: dict[int, StepFn] = {2: stage2_latent_step, 3: stage3_latent_step}
 
 
 def _prefixed(prefix: str, logs: dict[str, float]) -> dict[str, float]:
@@ -260,12 +271,15 @@ def stage1_views(model: CoraModelLike) -> list[int]:
 
 
 __all__ = [
+    "LATENT_STEP_FNS",
     "STEP_FNS",
     "FeatureProvider",
     "epoch_order",
     "plan_steps",
     "stage1_step",
+    "stage2_latent_step",
     "stage2_step",
+    "stage3_latent_step",
     "stage3_step",
     "warmup_cosine",
 ]
