@@ -74,6 +74,10 @@ def bench_run(
     ),
     protocol: str = typer.Option(None, "--protocol", help="Scoring protocol: grouped (default) or paper."),
     shard: str = typer.Option(None, "--shard", help="i/n: run only this deterministic subset of cells."),
+    jobs: int = typer.Option(
+        1, "--jobs", min=1,
+        help="Cells run at once: N processes (one shard each, cores/N threads), then the tables.",
+    ),
     resampler_opt: list[str] = typer.Option([], "--resampler-opt", help="k=v for every resampler."),
     loss_opt: list[str] = typer.Option([], "--loss-opt", help="k=v for every loss."),
     overrides: list[str] = typer.Option([], "--set", help="key.path=value for every cell."),
@@ -97,6 +101,8 @@ def bench_run(
         loss_opt=loss_opt, overrides=overrides, shared_cache=not no_shared_cache, baseline=baseline,
         logger=logger,
     )
+    if shard and jobs > 1:
+        raise ConfigError("--jobs runs the shards itself: give --shard or --jobs, not both")
     if shard:
         from cora_kit.bench.grid import parse_shard, shard_cells
 
@@ -110,6 +116,22 @@ def bench_run(
         style = {"ok": "green", "skipped": "dim", "failed": "red"}[status]
         console.print(f"  [{style}]{status:>7}[/] {cell.cell_id}", highlight=False)
 
+    if jobs > 1:
+        failed = _run_jobs(grid, bench_dir, jobs, console, [
+            *([str(experiment)] if experiment else []),
+            *_flag("--resamplers", resamplers), *_flag("--losses", losses), *_flag("--tilers", tilers),
+            *_flag("--seeds", seeds), *_flag("--preset", preset), *_flag("--config", config),
+            *_flag("--data", data), *_flag("--stages", stages), *_flag("--out", bench_dir),
+            *_flag("--baseline", baseline), *_flag("--protocol", protocol),
+            *_flags("--resampler-opt", resampler_opt), *_flags("--loss-opt", loss_opt),
+            *_flags("--set", overrides), *_flags("--logger", logger),
+            *(["--no-shared-cache"] if no_shared_cache else []),
+        ])
+        merge(bench_dir, requested=grid.meta["metrics"], console=console)
+        if failed:
+            console.print(f"{failed} cell(s) failed: see cells/<cell>/error.json and traceback.txt")
+            raise typer.Exit(1)
+        return
     progress = run_grid(grid.spec, bench_dir, on_cell=on_cell)
     console.print(
         f"ran {len(progress.ran)}, skipped {len(progress.skipped)} finished, failed {len(progress.failed)}"
@@ -123,6 +145,48 @@ def bench_run(
     if progress.failed:  # the tables are written; the exit code still says a cell failed
         console.print(f"{len(progress.failed)} cell(s) failed: see cells/<cell>/error.json and traceback.txt")
         raise typer.Exit(1)
+
+
+def _flag(name: str, value: Any) -> list[str]:
+    return [] if value is None else [name, str(value)]
+
+
+def _flags(name: str, values: list[str]) -> list[str]:
+    return [x for v in values for x in (name, v)]
+
+
+def _run_jobs(grid: _Grid, bench_dir: Path, jobs: int, console: Console, args: list[str]) -> int:
+    """``--jobs N``: the data prepared once, then N shard processes
+    (``cora_kit.bench.parallel``); returns how many cells failed."""
+    from cora_kit.bench.parallel import cores, run_jobs
+    from cora_kit.bench.runner import cell_config, is_finished
+    from cora_kit.train.data import data_root
+
+    prepared: set[str] = set()
+    for cell in grid.spec.cells:  # generates (or checks) each synthetic set once, before any job
+        cfg = cell_config(grid.spec, cell)
+        key = cfg.data.model_dump_json()
+        if key not in prepared:
+            data_root(cfg)
+            prepared.add(key)
+    ids = [c.cell_id for c in grid.spec.cells]
+    threads = max(1, cores() // jobs)
+    console.print(f"{jobs} jobs x {threads} thread(s); logs: {bench_dir / 'jobs'}/shard-<i>-of-{jobs}.log",
+                  highlight=False)
+    states: dict[str, str] = {}
+
+    def on_cell(cell_id: str, status: str) -> None:
+        states[cell_id] = status
+        style = {"ok": "green", "failed": "red"}[status]
+        console.print(f"  [{style}]{status:>7}[/] {cell_id}", highlight=False)
+
+    codes = run_jobs(args, bench_dir, jobs, ids, on_cell)
+    bad = [f"shard {i}/{jobs} exit {rc}" for i, rc in enumerate(codes) if rc not in (0, 1)]
+    if bad:
+        console.print(f"[red]{'; '.join(bad)}[/]: see {bench_dir / 'jobs'}", highlight=False)
+    finished = sum(is_finished(bench_dir / "cells" / c) for c in ids)
+    console.print(f"{finished} of {len(ids)} cell(s) finished")
+    return len(ids) - finished
 
 
 @dataclass
