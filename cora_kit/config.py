@@ -37,6 +37,16 @@ class PluginChoice(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class ResamplerConfig(PluginChoice):
+    """The resampler choice, plus ``options_by_name``: options by plugin name that the chosen
+    plugin gets when no layer gives it options of its own (so a preset can size every built-in
+    resampler alike: ``tiny`` gives each about 65k parameters, where the seed's widths would
+    give c-abstractor 63M). Any spelling of the name matches (``cora-kit:mlp``, an alias)."""
+
+    name: str = "bimamba"
+    options_by_name: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
 class EncoderConfig(PluginChoice):
     name: str = "siglip2"
     #: local path or hub id for ``from_pretrained``; None builds from ``arch`` (random init)
@@ -95,7 +105,7 @@ class ModelConfig(_Strict):
     latent_dim: int = Field(1024, ge=1)
     tiler: PluginChoice = Field(default_factory=lambda: PluginChoice(name="e2p"))
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
-    resampler: PluginChoice = Field(default_factory=lambda: PluginChoice(name="bimamba"))
+    resampler: ResamplerConfig = Field(default_factory=ResamplerConfig)
     loss: PluginChoice = Field(default_factory=lambda: PluginChoice(name="vicreg"))
     correspondence_mode: Literal["geometric", "seed-strip"] = "geometric"
     stitcher: PluginChoice = Field(default_factory=lambda: PluginChoice(name="stride-views"))
@@ -471,12 +481,26 @@ def resolve_config(
     for kind, options in (plugin_options or {}).items():
         if options:
             _merge(merged, {"model": {kind: {"options": dict(options)}}}, sources, "command line", {})
+    _apply_options_by_name(merged)
     try:
         config = CoraConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe_error(exc, sources)) from None
     _check_required_data(config, sources)
     return config
+
+
+def _apply_options_by_name(merged: dict[str, Any]) -> None:
+    """Each ``model.<kind>`` with ``options_by_name`` whose chosen plugin the layers gave no
+    options: that plugin's entry becomes its options (options given replace it whole, as
+    ``--set model.resampler.options=...`` replaces a preset's)."""
+    for kind, choice in (merged.get("model") or {}).items():
+        if not isinstance(choice, dict) or not isinstance(choice.get("options_by_name"), dict) or choice.get("options"):
+            continue
+        for name, defaults in choice["options_by_name"].items():
+            if isinstance(defaults, dict) and same_plugin(kind, name, choice.get("name")):
+                choice["options"] = dict(defaults)
+                break
 
 
 def _check_required_data(config: CoraConfig, sources: Mapping[tuple[str, ...], Source]) -> None:
@@ -521,6 +545,7 @@ __all__ = [
     "LoraConfig",
     "ModelConfig",
     "PluginChoice",
+    "ResamplerConfig",
     "StageConfig",
     "StagesConfig",
     "available_presets",

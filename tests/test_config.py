@@ -91,7 +91,9 @@ def test_changing_plugin_drops_previous_options(tmp_path: Path):
     f = tmp_path / "a.yaml"
     f.write_text("model:\n  resampler:\n    name: bimamba\n    options: {d_state: 8}\n")
     c = resolve_config(None, f, extra={"model": {"resampler": {"name": "mlp"}}})
-    assert c.model.resampler.name == "mlp" and c.model.resampler.options == {}
+    # bimamba's options are gone; mlp gets what the (tiny) preset sizes it with
+    assert c.model.resampler.name == "mlp" and c.model.resampler.options == {"hidden_dim": 192}
+    assert resolve_config("paper", f, extra={"model": {"resampler": {"name": "mlp"}}}).model.resampler.options == {}
 
 
 def test_yaml_round_trip(tmp_path: Path):
@@ -113,14 +115,15 @@ def test_changing_plugin_with_new_options_drops_old_ones(tmp_path: Path):
 
 def test_set_plugin_name_drops_the_old_options():
     c = resolve_config("tiny", overrides=["model.resampler.name=mlp"])
-    assert c.model.resampler.name == "mlp" and c.model.resampler.options == {}
+    # bimamba's options are gone; mlp gets the preset's size for it (options_by_name)
+    assert c.model.resampler.name == "mlp" and c.model.resampler.options == {"hidden_dim": 192}
 
 
 def test_a_dist_qualified_name_of_the_same_plugin_keeps_its_options():
     c = resolve_config("tiny", extra={"model": {"resampler": {"name": "cora-kit:bimamba"}}})
     assert c.model.resampler.options["hidden_dim"] == 64  # same plugin as the preset's bimamba
     other = resolve_config("tiny", extra={"model": {"resampler": {"name": "cora-kit:mlp"}}})
-    assert other.model.resampler.options == {}
+    assert other.model.resampler.options == {"hidden_dim": 192}  # tiny's size for mlp, no bimamba key
 
 
 def test_plugin_options_layer_over_the_plugin_the_layers_below_chose():
@@ -145,3 +148,21 @@ def test_set_replaces_a_mapping_value_wholesale():
     assert c.model.resampler.options == {"d_state": 4}
     llm = resolve_config("tiny", overrides=["model.llm.arch={hidden_size: 32}"])
     assert llm.model.llm.arch == {"hidden_size": 32}
+
+
+@pytest.mark.parametrize("name", ["mlp", "cora-kit:mlp", "c-abstractor", "cabstractor", "perceiver", "qformer", "bimamba"])
+def test_tiny_sizes_every_builtin_resampler_alike(name: str) -> None:
+    from cora_kit.registry import REGISTRY
+
+    options = resolve_config("tiny", overrides=[f"model.resampler.name={name}"]).model.resampler.options
+    assert options, name
+    module = REGISTRY.create("resampler", name, in_dim=64, out_dim=64, **options)
+    assert 50_000 < sum(p.numel() for p in module.parameters()) < 80_000  # the seed widths: 2.6M-63M
+
+
+def test_options_by_name_apply_only_where_no_layer_gives_options() -> None:
+    mine = resolve_config("tiny", overrides=["model.resampler.name=c-abstractor"],
+                          plugin_options={"resampler": {"hidden_dim": 32}})
+    assert mine.model.resampler.options == {"hidden_dim": 32}
+    assert resolve_config("paper", overrides=["model.resampler.name=mlp"]).model.resampler.options == {}
+    assert resolve_config("tiny", overrides=["model.resampler.name=avgpool"]).model.resampler.options == {}
