@@ -33,9 +33,14 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def threads_per_job(jobs: int) -> int:
+    """``cores() // jobs``, at least 1."""
+    return max(1, cores() // jobs)
+
+
 def job_env(jobs: int) -> dict[str, str]:
-    """The environment of one job: ``cores() // jobs`` threads (at least 1) for torch/OpenMP."""
-    threads = str(max(1, cores() // jobs))
+    """The environment of one job: ``threads_per_job`` threads for torch/OpenMP."""
+    threads = str(threads_per_job(jobs))
     return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
@@ -90,4 +95,4 @@ def _report(bench_dir: Path, cell_ids: Sequence[str], seen: set[str], since: flo
     return new
 
 
-__all__ = ["cores", "job_env", "run_jobs"]
+__all__ = ["cores", "job_env", "run_jobs", "threads_per_job"]

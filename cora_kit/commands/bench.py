@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,12 +113,12 @@ def bench_run(
     write_text_atomic(bench_dir / "bench.json", json.dumps(grid.meta, indent=2) + "\n")
     console.print(f"[bold]bench[/] {grid.meta['name']}: {len(grid.spec.cells)} cell(s) -> {bench_dir}", highlight=False)
 
-    def on_cell(cell: Any, status: str) -> None:
+    def show_cell(cell_id: str, status: str) -> None:
         style = {"ok": "green", "skipped": "dim", "failed": "red"}[status]
-        console.print(f"  [{style}]{status:>7}[/] {cell.cell_id}", highlight=False)
+        console.print(f"  [{style}]{status:>7}[/] {cell_id}", highlight=False)
 
     if jobs > 1:
-        failed = _run_jobs(grid, bench_dir, jobs, console, [
+        failed = _run_jobs(grid, bench_dir, jobs, console, show_cell, [
             *([str(experiment)] if experiment else []),
             *_flag("--resamplers", resamplers), *_flag("--losses", losses), *_flag("--tilers", tilers),
             *_flag("--seeds", seeds), *_flag("--preset", preset), *_flag("--config", config),
@@ -132,7 +133,7 @@ def bench_run(
             console.print(f"{failed} cell(s) failed: see cells/<cell>/error.json and traceback.txt")
             raise typer.Exit(1)
         return
-    progress = run_grid(grid.spec, bench_dir, on_cell=on_cell)
+    progress = run_grid(grid.spec, bench_dir, on_cell=lambda cell, status: show_cell(cell.cell_id, status))
     console.print(
         f"ran {len(progress.ran)}, skipped {len(progress.skipped)} finished, failed {len(progress.failed)}"
     )
@@ -155,10 +156,11 @@ def _flags(name: str, values: list[str]) -> list[str]:
     return [x for v in values for x in (name, v)]
 
 
-def _run_jobs(grid: _Grid, bench_dir: Path, jobs: int, console: Console, args: list[str]) -> int:
+def _run_jobs(grid: _Grid, bench_dir: Path, jobs: int, console: Console,
+              show_cell: Callable[[str, str], None], args: list[str]) -> int:
     """``--jobs N``: the data prepared once, then N shard processes
     (``cora_kit.bench.parallel``); returns how many cells failed."""
-    from cora_kit.bench.parallel import cores, run_jobs
+    from cora_kit.bench.parallel import run_jobs, threads_per_job
     from cora_kit.bench.runner import cell_config, is_finished
     from cora_kit.train.data import data_root
 
@@ -170,17 +172,9 @@ def _run_jobs(grid: _Grid, bench_dir: Path, jobs: int, console: Console, args: l
             data_root(cfg)
             prepared.add(key)
     ids = [c.cell_id for c in grid.spec.cells]
-    threads = max(1, cores() // jobs)
-    console.print(f"{jobs} jobs x {threads} thread(s); logs: {bench_dir / 'jobs'}/shard-<i>-of-{jobs}.log",
+    console.print(f"{jobs} jobs x {threads_per_job(jobs)} thread(s); logs: {bench_dir / 'jobs'}/shard-<i>-of-{jobs}.log",
                   highlight=False)
-    states: dict[str, str] = {}
-
-    def on_cell(cell_id: str, status: str) -> None:
-        states[cell_id] = status
-        style = {"ok": "green", "failed": "red"}[status]
-        console.print(f"  [{style}]{status:>7}[/] {cell_id}", highlight=False)
-
-    codes = run_jobs(args, bench_dir, jobs, ids, on_cell)
+    codes = run_jobs(args, bench_dir, jobs, ids, show_cell)
     bad = [f"shard {i}/{jobs} exit {rc}" for i, rc in enumerate(codes) if rc not in (0, 1)]
     if bad:
         console.print(f"[red]{'; '.join(bad)}[/]: see {bench_dir / 'jobs'}", highlight=False)
