@@ -394,6 +394,16 @@ class LLMAdapter(Reported, nn.Module, abc.ABC):
         ``[B,L]`` (-100 = ignored) -> an object with ``.logits`` ``[B,L,V]`` and ``.loss`` (a
         0-dim tensor, the mean next-token cross-entropy) when labels are given."""
 
+    def answer_loss(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """The training loss: ``forward(...).loss`` for ``inputs_embeds`` ``[B,L,D]``, mask and
+        ``labels`` ``[B,L]`` (a 0-dim tensor). The default calls ``forward``; an adapter may
+        compute logits only at the positions that predict a label (the same value: answers are
+        a few of the ``L`` positions, and the ``[B,L,V]`` logits are most of an LM step's
+        memory at a real vocabulary). The conformance kit checks the two agree."""
+        return self.forward(inputs_embeds, attention_mask, labels=labels).loss
+
     def set_gradient_checkpointing(self, enabled: bool) -> str:
         """``model.gradient_checkpointing``: recompute the decoder layers in backward,
         whenever gradients flow (also through the frozen LM of Stage 2, which stays in eval

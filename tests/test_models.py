@@ -129,6 +129,41 @@ def test_qwen3_adds_the_vision_token_and_resizes_when_needed():
         llm(torch.zeros(1, 3, 7), torch.ones(1, 3, dtype=torch.long))
 
 
+def test_qwen3_answer_loss_equals_the_full_logits_loss_and_its_gradients():
+    """answer_loss applies the LM head only where a label is predicted; ragged answers in
+    right-padded rows (as fusion builds them) give the forward loss and the same gradients."""
+    torch.manual_seed(0)
+    llm = _llm()
+    ids = torch.randint(0, 600, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    mask[2, 7:] = 0
+    labels = torch.full_like(ids, -100)
+    labels[0, 8:12] = ids[0, 8:12]
+    labels[1, 6:9] = ids[1, 6:9]
+    labels[2, 5:7] = ids[2, 5:7]
+
+    def loss_and_grads(fn):
+        llm.zero_grad()
+        emb = llm.embed_tokens(ids).detach().requires_grad_(True)
+        loss = fn(emb)
+        loss.backward()
+        grads = [p.grad.clone() for p in llm.parameters() if p.grad is not None]
+        return loss.detach(), emb.grad, grads
+
+    full = loss_and_grads(lambda e: llm(e, mask, labels=labels).loss)
+    kept = loss_and_grads(lambda e: llm.answer_loss(e, mask, labels))
+    torch.testing.assert_close(kept[0], full[0])
+    torch.testing.assert_close(kept[1], full[1])
+    assert len(kept[2]) == len(full[2])
+    for a, b in zip(kept[2], full[2]):
+        torch.testing.assert_close(a, b)
+    # and it is a real loss: other labels give another value
+    other = labels.clone()
+    other[0, 9] = (other[0, 9] + 1) % 600
+    assert not torch.isclose(llm.answer_loss(llm.embed_tokens(ids), mask, other), full[0])
+
+
 def test_qwen3_save_pretrained_round_trip(tmp_path):
     llm = _llm().eval()
     llm.model.save_pretrained(tmp_path)

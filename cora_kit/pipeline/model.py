@@ -218,14 +218,14 @@ class CoraModel(FreezeSchedule):
         """Projector (PE + Linear + stitch) -> fusion -> LLM cross-entropy on answer tokens."""
         stitched = self.projector(latent)
         fused = self.fusion(stitched.tokens, queries, self.llm.embed_tokens, answers)
-        out = self.llm(fused.inputs_embeds, fused.attention_mask, labels=fused.labels)
         assert fused.labels is not None
+        loss = self.llm.answer_loss(fused.inputs_embeds, fused.attention_mask, fused.labels)
         logs = {
             "answer_tokens": float((fused.labels != IGNORE_INDEX).sum()),
             "seq_len": float(fused.inputs_embeds.shape[1]),
             "truncated": float(fused.truncated),
         }
-        return out.loss, logs
+        return loss, logs
 
     @torch.no_grad()
     def generate(

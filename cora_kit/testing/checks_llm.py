@@ -67,7 +67,8 @@ def check_declared_sizes(s: Subject) -> str | None:
 
 
 def check_output_shape(s: Subject) -> str | None:
-    """``embed_tokens`` ``[B,L]`` -> ``[B,L,D]``; forward gives logits ``[B,L,V]`` and a finite loss."""
+    """``embed_tokens`` ``[B,L]`` -> ``[B,L,D]``; forward gives logits ``[B,L,V]`` and a finite loss;
+    ``answer_loss`` (the training loss) equals that loss."""
     llm = s.shared("llm")
     ids = _ids()
     emb = llm.embed_tokens(ids)
@@ -80,6 +81,10 @@ def check_output_shape(s: Subject) -> str | None:
     expect(out.loss is not None and out.loss.dim() == 0 and finite(out.loss), f"{s.label}: loss {out.loss}; expected a finite scalar")
     out.loss.backward()
     expect(emb.grad is not None and finite(emb.grad), f"{s.label}: no finite gradient reached inputs_embeds")
+    with torch.no_grad():
+        trained = llm.answer_loss(emb.detach(), torch.ones_like(ids), labels)
+        expect(trained.dim() == 0 and torch.allclose(trained, out.loss.detach(), rtol=1e-4, atol=1e-5),
+               f"{s.label}.answer_loss gave {float(trained):.6g}, forward's loss {float(out.loss):.6g}; expected the same value")
     return None
 
 

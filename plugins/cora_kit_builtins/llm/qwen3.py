@@ -18,10 +18,12 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from cora_kit.errors import ConfigError
 from cora_kit.interfaces import LLMAdapter, LLMParams, hf_gradient_checkpointing
 from cora_kit.models import hf_assets
+from cora_kit.models.fusion import IGNORE_INDEX
 
 PAPER_ID = "Qwen/Qwen3-0.6B"
 SECTION = "model.llm"
@@ -144,6 +146,29 @@ class Qwen3Adapter(LLMAdapter):
         labels: torch.Tensor | None = None,
     ) -> Any:
         """``inputs_embeds`` ``[B,L,D]`` -> output with ``.logits`` ``[B,L,V]`` (+ ``.loss``)."""
+        self._check_inputs(inputs_embeds, attention_mask)
+        return self.model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, use_cache=False
+        )
+
+    def answer_loss(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean next-token cross-entropy on the labelled tokens, with the LM head applied only
+        at the K positions that predict a label in some row (transformers' ``logits_to_keep``):
+        logits ``[B,K,V]`` instead of ``[B,L,V]``; the same value as ``forward(...).loss``."""
+        self._check_inputs(inputs_embeds, attention_mask)
+        if labels.shape != attention_mask.shape:
+            raise ValueError(f"labels {list(labels.shape)} do not match inputs_embeds {list(inputs_embeds.shape[:2])}")
+        # position t predicts token t+1 (transformers' shift)
+        keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
+        out = self.model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep
+        )
+        targets = labels[:, keep + 1]
+        return F.cross_entropy(out.logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+    def _check_inputs(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> None:
         if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.hidden_size:
             raise ValueError(
                 f"qwen3 expects inputs_embeds [B,L,{self.hidden_size}]; got {list(inputs_embeds.shape)}"
@@ -152,9 +177,6 @@ class Qwen3Adapter(LLMAdapter):
             raise ValueError(
                 f"attention_mask {list(attention_mask.shape)} does not match inputs_embeds {list(inputs_embeds.shape[:2])}"
             )
-        return self.model(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, use_cache=False
-        )
 
     def set_gradient_checkpointing(self, enabled: bool) -> str:
         """transformers' own switch on the wrapped model (non-reentrant)."""
