@@ -13,7 +13,7 @@ import pytest
 from cora_kit.bench.grid import build_grid, parse_shard, shard_cells
 from cora_kit.bench.merge import merge
 from cora_kit.bench.runner import BenchSpec, run_grid
-from cora_kit.bench.stats import aggregate_seeds, paired_bootstrap_ci
+from cora_kit.bench.stats import aggregate_seeds, paired_bootstrap_ci, paired_delta, seed_delta_ci
 from cora_kit.errors import ConfigError
 
 
@@ -62,6 +62,23 @@ def test_bootstrap_ci_on_a_known_difference():
     _, lo0, hi0 = paired_bootstrap_ci(rng.normal(0, 1, size=400), n_resamples=4000)
     assert lo0 < 0 < hi0
     assert all(math.isnan(v) for v in paired_bootstrap_ci(np.array([])))
+
+
+def test_seed_ci_is_students_t_over_the_per_seed_mean_differences():
+    """Seeds that disagree: the item CI is narrow, the CI over seeds is not (hand-computed:
+    per-seed means 0.1, 0.2, 0.3 -> 0.2 ± t(0.975, 2) * 0.1 / sqrt(3) = 0.2 ± 0.2484)."""
+    ids = [f"q{i}" for i in range(40)]
+    base = {s: {"em": {i: 0.0 for i in ids}} for s in range(3)}
+    cand = {s: {"em": {i: 0.1 * (s + 1) for i in ids}} for s in range(3)}
+    (mean, lo, hi), why = seed_delta_ci(cand, base, "em")
+    assert why is None and mean == pytest.approx(0.2)
+    assert (lo, hi) == (pytest.approx(0.2 - 0.24841, abs=1e-4), pytest.approx(0.2 + 0.24841, abs=1e-4))
+    (_, ilo, ihi), _ = paired_delta(cand, base, "em", n_resamples=500)
+    assert ilo == ihi == pytest.approx(0.2)  # every item moved by the same seed-mean: no item spread
+    (m1, lo1, _), why1 = seed_delta_ci({0: cand[0]}, base, "em")
+    assert math.isnan(m1) and math.isnan(lo1) and "1 seed" in why1
+    _, why_none = seed_delta_ci(cand, {5: base[0]}, "em")
+    assert why_none == "no seed with per-item scores in both rows"
 
 
 def test_shards_partition_the_grid():

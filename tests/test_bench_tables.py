@@ -171,6 +171,27 @@ def test_table_json_lists_every_scored_metric_and_params_per_stage(tmp_path: Pat
     assert row["exact-match_item_ci_low"] <= row["exact-match_item_mean"] <= row["exact-match_item_ci_high"]
 
 
+def test_deltas_carry_a_ci_over_seeds_beside_the_ci_over_items(tmp_path: Path, trainer: list):
+    out = tmp_path / "b"
+    assert grid_2x2(out, "--baseline", "mlp:none") == 0
+    table = pd.read_csv(out / "table.csv").set_index(["resampler", "loss"])
+    row = table.loc[("bimamba", "densecl")]
+    # two seeds: mean ± t(0.975, 1) * sd / sqrt(2) of the per-seed differences of the means
+    per_seed = []
+    for seed in range(2):
+        def em(r: str, l: str) -> float:
+            cell = next(p for p in (out / "cells").iterdir() if p.name.endswith(f"{r}__{l}__seed{seed}"))
+            return json.loads((cell / "cell.json").read_text())["scores"]["exact-match"]
+        per_seed.append(em("bimamba", "densecl") - em("mlp", "none"))
+    half = 12.7062 * np.std(per_seed, ddof=1) / np.sqrt(2)
+    assert row["exact-match_seed_ci_low"] == pytest.approx(np.mean(per_seed) - half, abs=1e-3)
+    assert row["exact-match_seed_ci_high"] == pytest.approx(np.mean(per_seed) + half, abs=1e-3)
+    md = (out / "table.md").read_text()
+    assert "Δexact-match 95% CI over seeds" in md.splitlines()[0] and "Student-t CI over seeds" in md
+    base = table.loc[("mlp", "none")]
+    assert base["exact-match_seed_ci_low"] == base["exact-match_seed_ci_high"] == 0.0
+
+
 @pytest.mark.parametrize("baseline", ["cora-kit:mlp:none", "mlp:cora-kit:none", "cora-kit:mlp:cora-kit:none"])
 def test_dist_name_baseline_resolves_to_the_grid_row(tmp_path: Path, trainer: list, baseline: str):
     out = tmp_path / "b"

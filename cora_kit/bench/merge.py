@@ -5,8 +5,9 @@ Outputs (``report.write_tables`` / ``plot.plot``): ``table.{csv,md,tex,json}`` a
 ``<metric>_std`` for every metric any cell scored; ``<metric>_item_mean``,
 ``<metric>_item_ci_low``, ``<metric>_item_ci_high`` (mean of the seed-averaged per-item
 scores and its 95% bootstrap CI over items) where per-item scores exist; with a baseline,
-``<metric>_delta``, ``<metric>_ci_low``, ``<metric>_ci_high`` (paired, see
-``stats.paired_delta``); the Stage-1 diagnostics; ``trainable_params_stage<k>`` and
+``<metric>_delta``, ``<metric>_ci_low``, ``<metric>_ci_high`` (paired, 95% CI over items, see
+``stats.paired_delta``) and ``<metric>_seed_ci_low``, ``<metric>_seed_ci_high`` (95% CI over
+seeds, ``stats.seed_delta_ci``); the Stage-1 diagnostics; ``trainable_params_stage<k>`` and
 ``trainable_params`` (the largest over the stages); ``wall_time_s``; ``n_seeds``, ``n_failed``.
 """
 
@@ -24,7 +25,7 @@ from rich.markup import escape
 
 from cora_kit.bench import plot, report
 from cora_kit.bench.baseline import Baseline, Row, resolve_baseline
-from cora_kit.bench.stats import SeedItems, aggregate_seeds, paired_bootstrap_ci, paired_delta, seed_averaged_items
+from cora_kit.bench.stats import SeedItems, aggregate_seeds, paired_bootstrap_ci, paired_delta, seed_averaged_items, seed_delta_ci
 from cora_kit.errors import ConfigError, CoraKitError
 
 DIAGNOSTIC_KEYS = ("adj_cos", "adj_mse", "overlap_ret_acc", "hungarian_acc", "feat_std", "eff_rank", "r_eff_rank")
@@ -256,18 +257,20 @@ def add_baseline_deltas(
     baseline: Baseline,
     n_resamples: int = 10_000,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
-    """``<metric>_delta``, ``_ci_low``, ``_ci_high`` against the baseline row; returns the
+    """``<metric>_delta``, ``_ci_low``, ``_ci_high`` (over items) and ``_seed_ci_low``,
+    ``_seed_ci_high`` (over seeds) against the baseline row; returns the
     table and ``{what: why}`` for every delta left NaN where per-item scores exist
     (metrics without them are explained by ``no_item_reasons``)."""
     table = table.copy()
     rows = list(items) + [_table_row(r) for _, r in table.iterrows()]
     reasons: dict[str, str] = {}
     for metric in metrics:
-        cols: list[list[float]] = [[], [], []]
+        cols: list[list[float]] = [[], [], [], [], []]
         for _, row in table.iterrows():
             me = _table_row(row)
             base = baseline.row_for(me, rows)
             stats: tuple[float, float, float] = (math.nan,) * 3
+            seed_stats: tuple[float, float, float] = (math.nan,) * 3
             if base is None:
                 reasons.setdefault(
                     f"Δ at tiler {me[0]}",
@@ -278,13 +281,16 @@ def add_baseline_deltas(
                 reasons.setdefault("Δ", f"NaN: the baseline {baseline.label} has no finished cell")
             else:
                 stats, why = paired_delta(items.get(me, {}), items[base], metric, n_resamples)
+                seed_stats, seed_why = seed_delta_ci(items.get(me, {}), items[base], metric)
                 mine = items.get(me, {})
                 if why and any(mine[s].get(metric) for s in mine):
                     label = ":".join(p for p in me if p)
                     reasons.setdefault(f"Δ{metric} of {label}", f"NaN: {why}")
-            for col, v in zip(cols, stats):
+                elif seed_why and me != base and not math.isnan(stats[0]):
+                    reasons.setdefault("Δ CI over seeds", f"NaN where a row has {seed_why}")
+            for col, v in zip(cols, (*stats, *seed_stats[1:])):
                 col.append(v)
-        for suffix, col in zip(("delta", "ci_low", "ci_high"), cols):
+        for suffix, col in zip(("delta", "ci_low", "ci_high", "seed_ci_low", "seed_ci_high"), cols):
             table[f"{metric}_{suffix}"] = col
     return table, reasons
 

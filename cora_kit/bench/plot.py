@@ -1,5 +1,6 @@
 """``plot.png``: every headline metric with its 95% CI, the per-kind accuracy, and (with a
-baseline) each row's paired difference to it with its CI.
+baseline) each row's paired difference to it with its CI over items (red) and, with two or
+more seeds, its Student-t CI over seeds (blue, ``stats.seed_delta_ci``).
 
 Bars are the mean of the seed-averaged per-item scores with the 95% bootstrap CI over
 test items (``<metric>_item_*``); a metric without per-item scores is drawn from its mean
@@ -82,12 +83,20 @@ def _deltas(ax: Any, view: TableView, metric: str) -> None:
     lo = np.nan_to_num(d - t[f"{metric}_ci_low"].astype(float).to_numpy())
     hi = np.nan_to_num(t[f"{metric}_ci_high"].astype(float).to_numpy() - d)
     y = np.arange(len(names))
-    ax.errorbar(np.nan_to_num(d), y, xerr=[lo, hi], fmt="o", capsize=3, color="#c44e52")
+    ax.errorbar(np.nan_to_num(d), y, xerr=[lo, hi], fmt="o", capsize=3, color="#c44e52", label="over items")
+    title = f"Δ{metric} vs {view.baseline} (95% CI over items)"
+    if f"{metric}_seed_ci_low" in t and t[f"{metric}_seed_ci_low"].notna().any():
+        slo = np.nan_to_num(d - t[f"{metric}_seed_ci_low"].astype(float).to_numpy())
+        shi = np.nan_to_num(t[f"{metric}_seed_ci_high"].astype(float).to_numpy() - d)
+        ax.errorbar(np.nan_to_num(d), y + 0.25, xerr=[slo, shi], fmt="none", capsize=2, lw=0.8,
+                    color="#4c72b0", label="over seeds")
+        ax.legend(fontsize=6)
+        title = f"Δ{metric} vs {view.baseline} (95% CIs)"
     ax.axvline(0.0, color="grey", lw=0.8)
     ax.set_yticks(y)
     ax.set_yticklabels(names, fontsize=7)
     ax.invert_yaxis()
-    ax.set_title(f"Δ{metric} vs {view.baseline} (95% CI)", fontsize=9)
+    ax.set_title(title, fontsize=9)
 
 
 def plot(view: TableView, path: Path) -> Path:

@@ -73,6 +73,13 @@ def delta(row: Mapping[str, Any], metric: str) -> str:
     return f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]"
 
 
+def seed_ci(row: Mapping[str, Any], metric: str) -> str:
+    lo, hi = (_num(row, f"{metric}_{k}") for k in ("seed_ci_low", "seed_ci_high"))
+    if math.isnan(lo):
+        return "NaN"
+    return f"[{lo:+.4f}, {hi:+.4f}]"
+
+
 def count(value: float) -> str:
     """A parameter count: 943,296 -> ``943.3k``; 3,115,264 -> ``3.12M``."""
     if math.isnan(value):
@@ -95,12 +102,18 @@ def _label_columns(view: TableView) -> list[Column]:
     return [Column(c, lambda r, c=c: str(r[c]), label=True) for c in label_columns(view.table)]
 
 
-def _metric_columns(view: TableView, metrics: Sequence[str], short: Callable[[str], str] = str) -> list[Column]:
+def _metric_columns(
+    view: TableView, metrics: Sequence[str], short: Callable[[str], str] = str, over_seeds: bool = False
+) -> list[Column]:
+    """Per metric: mean ± std, and with a baseline Δ with its CI over items (and, with
+    ``over_seeds``, the CI over seeds)."""
     cols = []
     for m in metrics:
         cols.append(Column(short(m), lambda r, m=m: mean_std(r, m)))
         if view.baseline and f"{m}_delta" in view.table.columns:
             cols.append(Column(f"Δ{short(m)} [95% CI]", lambda r, m=m: delta(r, m)))
+            if over_seeds and f"{m}_seed_ci_low" in view.table.columns:
+                cols.append(Column(f"Δ{short(m)} 95% CI over seeds", lambda r, m=m: seed_ci(r, m)))
     return cols
 
 
@@ -108,7 +121,7 @@ def main_columns(view: TableView) -> list[Column]:
     """Labels, each headline metric (and its Δ), adj_cos, trainable params per stage,
     wall time, seeds."""
     t = view.table
-    cols = _label_columns(view) + _metric_columns(view, view.headline)
+    cols = _label_columns(view) + _metric_columns(view, view.headline, over_seeds=True)
     cols.append(Column("adj_cos", lambda r: mean_std(r, "adj_cos")))
     stages = [k for k in STAGES if f"trainable_params_stage{k}_mean" in t and t[f"trainable_params_stage{k}_mean"].notna().any()]
     if stages:
@@ -148,7 +161,10 @@ def legend(view: TableView) -> str:
     if view.baseline:
         text += (f" Δ: paired difference to the baseline {view.baseline} over the same test items and"
                  " seeds (mean of per-item scores: for BLEU the sentence-level mean), with its 95%"
-                 " percentile bootstrap CI over items.")
+                 " percentile bootstrap CI over items (it leaves out the seed-to-seed spread) and,"
+                 " for the headline metrics, its 95% Student-t CI over seeds (the per-seed mean"
+                 " differences, n_seeds - 1 degrees of freedom: wide with 3 seeds). A difference"
+                 " holds when both exclude zero.")
     return text
 
 
@@ -276,7 +292,7 @@ def print_table(view: TableView, console: Console | None = None) -> None:
     console.print(_rich("cora-kit bench (mean ± std over seeds)", labels + means + seeds, rows))
     deltas = [c for c in main if c.header.startswith("Δ") and any(c.value(r) != "NaN" for r in rows)]
     if deltas:
-        console.print(_rich(f"difference to {view.baseline} (95% CI over test items)", labels + deltas, rows))
+        console.print(_rich(f"difference to {view.baseline} (95% CIs over test items and over seeds)", labels + deltas, rows))
     for metric in view.parts:
         console.print(_rich(f"{metric} per query kind", kind_columns(view, metric), rows))
     for note in footnotes(view):

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 GROUP_COLUMNS = ["tiler", "resampler", "loss"]
 
@@ -76,27 +77,59 @@ def seed_averaged_items(per_seed: SeedItems, metric: str) -> tuple[np.ndarray | 
     return values.mean(axis=0), None
 
 
-def paired_delta(
-    candidate: SeedItems, baseline: SeedItems, metric: str, n_resamples: int = 10_000
-) -> tuple[tuple[float, float, float], str | None]:
-    """Paired difference candidate - baseline over the same items and seeds: per item,
-    the difference averaged over the seeds both rows finished, then ``paired_bootstrap_ci``.
-
-    Returns ``((mean, ci_low, ci_high), None)`` or ``((nan, nan, nan), reason)``.
-    """
-    nan3 = (math.nan, math.nan, math.nan)
+def per_seed_deltas(
+    candidate: SeedItems, baseline: SeedItems, metric: str
+) -> tuple[dict[int, np.ndarray] | None, str | None]:
+    """Per seed both rows finished: the per-item differences candidate - baseline
+    ``{seed: [n_items]}`` over the items they share (the same items in every seed), or
+    ``(None, reason)``."""
     seeds = sorted(s for s in set(candidate) & set(baseline)
                    if candidate[s].get(metric) and baseline[s].get(metric))
     if not seeds:
-        return nan3, "no seed with per-item scores in both rows"
-    per_seed, ids0 = [], None
+        return None, "no seed with per-item scores in both rows"
+    out: dict[int, np.ndarray] = {}
+    ids0 = None
     for s in seeds:
         c, b = candidate[s][metric], baseline[s][metric]
         ids = sorted(set(c) & set(b))
         if ids0 is not None and ids != ids0:
-            return nan3, "the seeds were scored on different items"
+            return None, "the seeds were scored on different items"
         if not ids:
-            return nan3, "the rows share no scored item"
+            return None, "the rows share no scored item"
         ids0 = ids
-        per_seed.append(np.array([c[i] - b[i] for i in ids], dtype=np.float64))
-    return paired_bootstrap_ci(np.mean(per_seed, axis=0), n_resamples), None
+        out[s] = np.array([c[i] - b[i] for i in ids], dtype=np.float64)
+    return out, None
+
+
+def paired_delta(
+    candidate: SeedItems, baseline: SeedItems, metric: str, n_resamples: int = 10_000
+) -> tuple[tuple[float, float, float], str | None]:
+    """Paired difference candidate - baseline over the same items and seeds: per item,
+    the difference averaged over the seeds both rows finished, then ``paired_bootstrap_ci``
+    (a CI over items: it does not include the seed-to-seed spread; see ``seed_delta_ci``).
+
+    Returns ``((mean, ci_low, ci_high), None)`` or ``((nan, nan, nan), reason)``.
+    """
+    per_seed, why = per_seed_deltas(candidate, baseline, metric)
+    if per_seed is None:
+        return (math.nan, math.nan, math.nan), why
+    return paired_bootstrap_ci(np.mean(list(per_seed.values()), axis=0), n_resamples), None
+
+
+def seed_delta_ci(
+    candidate: SeedItems, baseline: SeedItems, metric: str, confidence: float = 0.95
+) -> tuple[tuple[float, float, float], str | None]:
+    """The paired difference with a CI over seeds: per seed the mean difference over the
+    shared items, then their mean and Student's t interval (n - 1 degrees of freedom). With 3
+    seeds the interval is wide (t = 4.30): it is the honest one when seeds disagree more than
+    items do. ``((nan, nan, nan), reason)`` with fewer than 2 seeds."""
+    nan3 = (math.nan, math.nan, math.nan)
+    per_seed, why = per_seed_deltas(candidate, baseline, metric)
+    if per_seed is None:
+        return nan3, why
+    means = np.array([d.mean() for d in per_seed.values()])
+    if means.size < 2:
+        return nan3, f"{means.size} seed shared with the baseline (a CI over seeds needs 2 or more)"
+    mean = float(means.mean())
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, df=means.size - 1) * means.std(ddof=1) / math.sqrt(means.size))
+    return (mean, mean - half, mean + half), None
