@@ -51,7 +51,8 @@ def test_report_holds_table_plot_and_every_item(grid: Path, capsys: pytest.Captu
     table = json.loads((grid / "table.json").read_text())
     for row in table["rows"]:
         assert f"{row['cider_mean']:.4f}" in html  # the table's numbers
-    assert "Δ cider [95% CI]" in html and "mlp:none" in html
+    assert "Δ cider [95% CI over items; over seeds]" in html and "mlp:none" in html
+    assert "seeds [" not in html  # one seed: no CI over seeds
     assert '<img class="plot" alt="bench plot" src="data:image/png;base64,' in html
     data = _data(html)
     refs = [json.loads(x) for x in (grid / "cells" / "mlp__none__seed0" / "references.jsonl").read_text().splitlines()]

@@ -179,7 +179,11 @@ def _fmt_delta(row: dict[str, Any], metric: str) -> str:
     if not isinstance(d, (int, float)) or math.isnan(d):
         return '<span class="nan">NaN</span>'
     sig = "sig" if (lo > 0 or hi < 0) else ""
-    return f'<span class="{sig}">{d:+.4f}</span> <span class="std">[{lo:+.4f}, {hi:+.4f}]</span>'
+    text = f'<span class="{sig}">{d:+.4f}</span> <span class="std">[{lo:+.4f}, {hi:+.4f}]</span>'
+    slo, shi = row.get(f"{metric}_seed_ci_low"), row.get(f"{metric}_seed_ci_high")
+    if isinstance(slo, (int, float)) and not math.isnan(slo):
+        text += f' <span class="std">seeds [{slo:+.4f}, {shi:+.4f}]</span>'
+    return text
 
 
 def _table_html(meta: dict[str, Any]) -> str:
@@ -188,7 +192,7 @@ def _table_html(meta: dict[str, Any]) -> str:
     metrics: list[str] = meta.get("headline_metrics") or meta.get("metrics", [])
     labels = [c for c in LABEL_COLUMNS if rows and c in rows[0] and not all(r.get(c) in (None, "-") for r in rows)]
     deltas = [m for m in metrics if rows and f"{m}_delta" in rows[0]]
-    head = labels + metrics + [f"Δ {m} [95% CI]" for m in deltas] + ["n seeds"]
+    head = labels + metrics + [f"Δ {m} [95% CI over items; over seeds]" for m in deltas] + ["n seeds"]
     out = ['<table class="scores"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     for r in rows:
         cells = [f"<td>{html.escape(str(r.get(c)))}</td>" for c in labels]
