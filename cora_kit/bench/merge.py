@@ -6,8 +6,8 @@ Outputs (``report.write_tables`` / ``plot.plot``): ``table.{csv,md,tex,json}`` a
 ``<metric>_item_ci_low``, ``<metric>_item_ci_high`` (mean of the seed-averaged per-item
 scores and its 95% bootstrap CI over items) where per-item scores exist; with a baseline,
 ``<metric>_delta``, ``<metric>_ci_low``, ``<metric>_ci_high`` (paired, 95% CI over items, see
-``stats.paired_delta``) and ``<metric>_seed_ci_low``, ``<metric>_seed_ci_high`` (95% CI over
-seeds, ``stats.seed_delta_ci``); the Stage-1 diagnostics; ``trainable_params_stage<k>`` and
+``stats.item_bootstrap_ci``) and ``<metric>_seed_ci_low``, ``<metric>_seed_ci_high`` (95% CI over
+seeds, ``stats.seed_t_ci``); the Stage-1 diagnostics; ``trainable_params_stage<k>`` and
 ``trainable_params`` (the largest over the stages); ``wall_time_s``; ``n_seeds``, ``n_failed``.
 """
 
@@ -25,7 +25,9 @@ from rich.markup import escape
 
 from cora_kit.bench import plot, report
 from cora_kit.bench.baseline import Baseline, Row, resolve_baseline
-from cora_kit.bench.stats import SeedItems, aggregate_seeds, paired_bootstrap_ci, paired_delta, seed_averaged_items, seed_delta_ci
+from cora_kit.bench.stats import (
+    SeedItems, aggregate_seeds, item_bootstrap_ci, paired_bootstrap_ci, per_seed_deltas, seed_averaged_items, seed_t_ci,
+)
 from cora_kit.errors import ConfigError, CoraKitError
 
 DIAGNOSTIC_KEYS = ("adj_cos", "adj_mse", "overlap_ret_acc", "hungarian_acc", "feat_std", "eff_rank", "r_eff_rank")
@@ -280,14 +282,17 @@ def add_baseline_deltas(
             elif not items.get(base):
                 reasons.setdefault("Δ", f"NaN: the baseline {baseline.label} has no finished cell")
             else:
-                stats, why = paired_delta(items.get(me, {}), items[base], metric, n_resamples)
-                seed_stats, seed_why = seed_delta_ci(items.get(me, {}), items[base], metric)
                 mine = items.get(me, {})
-                if why and any(mine[s].get(metric) for s in mine):
-                    label = ":".join(p for p in me if p)
-                    reasons.setdefault(f"Δ{metric} of {label}", f"NaN: {why}")
-                elif seed_why and me != base and not math.isnan(stats[0]):
-                    reasons.setdefault("Δ CI over seeds", f"NaN where a row has {seed_why}")
+                per_seed, why = per_seed_deltas(mine, items[base], metric)
+                if per_seed is None:
+                    if any(mine[s].get(metric) for s in mine):
+                        label = ":".join(p for p in me if p)
+                        reasons.setdefault(f"Δ{metric} of {label}", f"NaN: {why}")
+                else:
+                    stats = item_bootstrap_ci(per_seed, n_resamples)
+                    seed_stats, seed_why = seed_t_ci(per_seed)
+                    if seed_why and me != base and not math.isnan(stats[0]):
+                        reasons.setdefault("Δ CI over seeds", f"NaN where a row has {seed_why}")
             for col, v in zip(cols, (*stats, *seed_stats[1:])):
                 col.append(v)
         for suffix, col in zip(("delta", "ci_low", "ci_high", "seed_ci_low", "seed_ci_high"), cols):

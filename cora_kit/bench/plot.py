@@ -1,6 +1,6 @@
 """``plot.png``: every headline metric with its 95% CI, the per-kind accuracy, and (with a
 baseline) each row's paired difference to it with its CI over items (red) and, with two or
-more seeds, its Student-t CI over seeds (blue, ``stats.seed_delta_ci``).
+more seeds, its Student-t CI over seeds (blue, ``stats.seed_t_ci``).
 
 Bars are the mean of the seed-averaged per-item scores with the 95% bootstrap CI over
 test items (``<metric>_item_*``); a metric without per-item scores is drawn from its mean

@@ -113,23 +113,36 @@ def paired_delta(
     per_seed, why = per_seed_deltas(candidate, baseline, metric)
     if per_seed is None:
         return (math.nan, math.nan, math.nan), why
-    return paired_bootstrap_ci(np.mean(list(per_seed.values()), axis=0), n_resamples), None
+    return item_bootstrap_ci(per_seed, n_resamples), None
+
+
+def item_bootstrap_ci(per_seed: Mapping[int, np.ndarray], n_resamples: int = 10_000) -> tuple[float, float, float]:
+    """``paired_bootstrap_ci`` of the per-item differences ``{seed: [n_items]}`` averaged over
+    the seeds."""
+    return paired_bootstrap_ci(np.mean(list(per_seed.values()), axis=0), n_resamples)
 
 
 def seed_delta_ci(
     candidate: SeedItems, baseline: SeedItems, metric: str, confidence: float = 0.95
 ) -> tuple[tuple[float, float, float], str | None]:
-    """The paired difference with a CI over seeds: per seed the mean difference over the
-    shared items, then their mean and Student's t interval (n - 1 degrees of freedom). With 3
-    seeds the interval is wide (t = 4.30): it is the honest one when seeds disagree more than
-    items do. ``((nan, nan, nan), reason)`` with fewer than 2 seeds."""
-    nan3 = (math.nan, math.nan, math.nan)
+    """The paired difference with a CI over seeds (``seed_t_ci`` of ``per_seed_deltas``).
+    ``((nan, nan, nan), reason)`` with fewer than 2 seeds."""
     per_seed, why = per_seed_deltas(candidate, baseline, metric)
     if per_seed is None:
-        return nan3, why
+        return (math.nan, math.nan, math.nan), why
+    return seed_t_ci(per_seed, confidence)
+
+
+def seed_t_ci(
+    per_seed: Mapping[int, np.ndarray], confidence: float = 0.95
+) -> tuple[tuple[float, float, float], str | None]:
+    """Per seed the mean of its per-item differences ``[n_items]``, then their mean and
+    Student's t interval (n - 1 degrees of freedom). With 3 seeds the interval is wide
+    (t = 4.30): it is the honest one when seeds disagree more than items do.
+    ``((nan, nan, nan), reason)`` with fewer than 2 seeds."""
     means = np.array([d.mean() for d in per_seed.values()])
     if means.size < 2:
-        return nan3, f"{means.size} seed shared with the baseline (a CI over seeds needs 2 or more)"
+        return (math.nan,) * 3, f"{means.size} seed shared with the baseline (a CI over seeds needs 2 or more)"
     mean = float(means.mean())
     half = float(stats.t.ppf(0.5 + confidence / 2.0, df=means.size - 1) * means.std(ddof=1) / math.sqrt(means.size))
     return (mean, mean - half, mean + half), None
