@@ -137,6 +137,10 @@ class StageConfig(_Strict):
     #: a small random-init LM learns to read the panorama only while its vision tokens hold
     #: still, benchmarks/RESULTS.md "A tiny preset that looks")
     projector_lr_scale: float = Field(1.0, ge=0)
+    #: the first N epochs present the items grouped by query kind (one block per kind, one
+    #: kind at a time; the rest shuffled as usual): a curriculum for data whose items name a
+    #: kind (the synthetic set v2); 0: every epoch shuffled
+    kind_grouped_epochs: int = Field(0, ge=0)
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(200, ge=1)
 

@@ -41,6 +41,7 @@ from cora_kit.train.stages import (
     STEP_FNS,
     FeatureProvider,
     epoch_order,
+    kind_grouped_order,
     plan_steps,
     stage1_views,
     warmup_cosine,
@@ -149,6 +150,11 @@ class StageRun:
         ctx.say(f"stage {stage}: trainable groups: {groups} (total {sum(trainable.values()):,})")
         if not self.items:
             raise CoraKitError(f"stage {stage}: the training split is empty")
+        if self.cfg.kind_grouped_epochs:
+            unnamed = next((it for it in self.items if it.get("kind") is None), None)
+            if unnamed is not None:
+                raise CoraKitError(f"stage {stage}: kind_grouped_epochs needs a query kind on every training item;"
+                                   f" item {unnamed.get('id')!r} has none (the data has no kind column?)")
         # per-rank random streams (dropout, augmentation); rank 0 keeps the one-process seed
         seed_everything(dist_utils.rank_seed(ctx.config.seed * 1000 + stage, ctx.dist.rank))
         self.split_for_world()
@@ -293,9 +299,14 @@ class StageRun:
             self.epoch, idx = divmod(self.step * cfg.grad_accum + a, self.micro)
             if self.epoch not in self._orders:
                 self._orders.clear()
-                self._orders[self.epoch] = epoch_order(
-                    len(self.items), ctx.config.seed, self.stage, self.epoch, ctx.dist.rank, ctx.dist.world_size
-                )
+                if self.epoch < cfg.kind_grouped_epochs:
+                    self._orders[self.epoch] = kind_grouped_order(
+                        [it.get("kind") for it in self.items], ctx.config.seed, self.stage, self.epoch,
+                        ctx.dist.rank, ctx.dist.world_size)
+                else:
+                    self._orders[self.epoch] = epoch_order(
+                        len(self.items), ctx.config.seed, self.stage, self.epoch, ctx.dist.rank, ctx.dist.world_size
+                    )
                 self._epoch_items = epoch_items(self.items, self.stage, self.epoch)  # train_targets: sample
             order = self._orders[self.epoch][idx * cfg.batch_size : (idx + 1) * cfg.batch_size]
             batch = [self._epoch_items[i] for i in order]

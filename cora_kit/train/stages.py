@@ -117,6 +117,23 @@ def epoch_order(n_items: int, seed: int, stage: int, epoch: int, rank: int = 0, 
     return perm[rank::world_size][:per_rank]
 
 
+def kind_grouped_order(kinds: Sequence[str | None], seed: int, stage: int, epoch: int, rank: int = 0,
+                       world_size: int = 1) -> list[int]:
+    """``epoch_order`` with the items grouped by query kind: one block per kind, the blocks
+    in a seeded order, the items of a block in a seeded order (a curriculum that trains one
+    kind at a time; ``StageConfig.kind_grouped_epochs``). Items without a kind are an error."""
+    missing = [i for i, k in enumerate(kinds) if k is None]
+    if missing:
+        raise ValueError(f"kind_grouped_epochs needs a query kind on every training item; item {missing[0]} has none")
+    perm = epoch_order(len(kinds), seed, stage, epoch)
+    g = torch.Generator().manual_seed(1_000_003 * seed + 10_007 * stage + epoch + 7_919)
+    names = sorted({str(k) for k in kinds})
+    rank_of = {name: r for r, name in zip(torch.randperm(len(names), generator=g).tolist(), names)}
+    grouped = sorted(perm, key=lambda i: rank_of[str(kinds[i])])  # stable: the seeded order within a kind
+    per_rank = len(kinds) // world_size
+    return grouped[rank::world_size][:per_rank]
+
+
 # --- frozen features ------------------------------------------------------------------
 
 
@@ -275,6 +292,7 @@ __all__ = [
     "STEP_FNS",
     "FeatureProvider",
     "epoch_order",
+    "kind_grouped_order",
     "plan_steps",
     "stage1_step",
     "stage2_latent_step",
