@@ -99,6 +99,9 @@ class ProjectorConfig(_Strict):
     """PanoramaProjector: PE + Linear(latent -> LM) + stitcher."""
 
     pe: Literal["seed-yaw", "spherical", "none"] = "seed-yaw"
+    #: the PE is multiplied by this before it is added (seed: 1; the sinusoids have norm
+    #: sqrt(D/2), which can drown latents whose image-dependent part is small)
+    pe_scale: float = Field(1.0, ge=0)
 
 
 class ModelConfig(_Strict):

@@ -68,3 +68,21 @@ def test_errors_and_module(layout):
         module(torch.zeros(2, 10, 32), pos, layout, (16, 16))
     empty = TokenPositions(*(torch.zeros(0) for _ in range(2)), *(torch.zeros(0, dtype=torch.long) for _ in range(3)))
     assert panorama_pe("spherical", empty, layout, (16, 16), 8).shape == (0, 8)
+
+
+def test_pe_scale_multiplies_the_added_encoding(layout):
+    pos = cora_kit.create("stitcher", "stride-views").select(layout, (4, 4))
+    x = torch.randn(2, len(pos), 16)
+    pe = panorama_pe("seed-yaw", pos, layout, (4, 4), 16)
+    assert torch.allclose(PanoramaPE("seed-yaw", 16, scale=0.25)(x, pos, layout, (4, 4)), x + 0.25 * pe)
+    assert torch.equal(PanoramaPE("seed-yaw", 16, scale=0.0)(x, pos, layout, (4, 4)), x)
+
+
+def test_projector_pe_scale_comes_from_the_config():
+    from cora_kit.config import resolve_config
+    from cora_kit.pipeline import CoraModel
+
+    model = CoraModel.from_config(resolve_config("tiny", None, ["model.projector.pe_scale=0.5"]))
+    assert model.projector.pe.scale == 0.5
+    with pytest.raises(Exception, match="pe_scale"):
+        resolve_config("tiny", None, ["model.projector.pe_scale=-1"])

@@ -118,8 +118,9 @@ def panorama_pe(
 class PanoramaPE(nn.Module):
     """Additive panorama PE with a per-(layout, grid, T) cache: ``forward(x [B,T,D], positions)``."""
 
-    def __init__(self, kind: str, dim: int, max_freq: float = 16.0) -> None:
+    def __init__(self, kind: str, dim: int, max_freq: float = 16.0, scale: float = 1.0) -> None:
         super().__init__()
+        self.scale = float(scale)
         if kind not in PE_KINDS:
             raise ValueError(f"unknown panorama PE '{kind}'; choose one of {', '.join(PE_KINDS)}")
         self.kind, self.dim, self.max_freq = kind, dim, max_freq
@@ -134,4 +135,4 @@ class PanoramaPE(nn.Module):
     def forward(self, x: torch.Tensor, positions: TokenPositions, layout: TileLayout, grid: Grid) -> torch.Tensor:
         if x.dim() != 3 or x.shape[1] != len(positions) or x.shape[2] != self.dim:
             raise ValueError(f"PanoramaPE expects [B,{len(positions)},{self.dim}]; got {list(x.shape)}")
-        return x + self.encoding(positions, layout, grid).to(device=x.device, dtype=x.dtype)
+        return x + self.scale * self.encoding(positions, layout, grid).to(device=x.device, dtype=x.dtype)

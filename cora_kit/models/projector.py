@@ -31,12 +31,13 @@ class PanoramaProjector(nn.Module):
         layout: TileLayout,
         grid: Grid,
         pe: str = "seed-yaw",
+        pe_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.stitcher, self.layout, self.grid = stitcher, layout, (int(grid[0]), int(grid[1]))
         self.positions: TokenPositions = stitcher.select(layout, self.grid)
         self.pe_kind = pe
-        self.pe = None if pe == "none" else PanoramaPE(pe, latent_dim)
+        self.pe = None if pe == "none" else PanoramaPE(pe, latent_dim, scale=pe_scale)
         self.linear = nn.Linear(latent_dim, lm_dim)
         self.latent_dim, self.lm_dim = latent_dim, lm_dim
 
