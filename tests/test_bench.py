@@ -13,7 +13,7 @@ import pytest
 from cora_kit.bench.grid import build_grid, parse_shard, shard_cells
 from cora_kit.bench.merge import merge
 from cora_kit.bench.runner import BenchSpec, run_grid
-from cora_kit.bench.stats import aggregate_seeds, paired_bootstrap_ci, paired_delta, seed_delta_ci
+from cora_kit.bench.stats import aggregate_seeds, item_bootstrap_ci, paired_bootstrap_ci, per_seed_deltas, seed_t_ci
 from cora_kit.errors import ConfigError
 
 
@@ -70,15 +70,17 @@ def test_seed_ci_is_students_t_over_the_per_seed_mean_differences():
     ids = [f"q{i}" for i in range(40)]
     base = {s: {"em": {i: 0.0 for i in ids}} for s in range(3)}
     cand = {s: {"em": {i: 0.1 * (s + 1) for i in ids}} for s in range(3)}
-    (mean, lo, hi), why = seed_delta_ci(cand, base, "em")
+    per_seed, why = per_seed_deltas(cand, base, "em")
+    assert why is None
+    (mean, lo, hi), why = seed_t_ci(per_seed)
     assert why is None and mean == pytest.approx(0.2)
     assert (lo, hi) == (pytest.approx(0.2 - 0.24841, abs=1e-4), pytest.approx(0.2 + 0.24841, abs=1e-4))
-    (_, ilo, ihi), _ = paired_delta(cand, base, "em", n_resamples=500)
+    _, ilo, ihi = item_bootstrap_ci(per_seed, n_resamples=500)
     assert ilo == ihi == pytest.approx(0.2)  # every item moved by the same seed-mean: no item spread
-    (m1, lo1, _), why1 = seed_delta_ci({0: cand[0]}, base, "em")
+    (m1, lo1, _), why1 = seed_t_ci(per_seed_deltas({0: cand[0]}, base, "em")[0])
     assert math.isnan(m1) and math.isnan(lo1) and "1 seed" in why1
-    _, why_none = seed_delta_ci(cand, {5: base[0]}, "em")
-    assert why_none == "no seed with per-item scores in both rows"
+    none, why_none = per_seed_deltas(cand, {5: base[0]}, "em")
+    assert none is None and why_none == "no seed with per-item scores in both rows"
 
 
 def test_shards_partition_the_grid():

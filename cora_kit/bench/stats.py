@@ -101,36 +101,11 @@ def per_seed_deltas(
     return out, None
 
 
-def paired_delta(
-    candidate: SeedItems, baseline: SeedItems, metric: str, n_resamples: int = 10_000
-) -> tuple[tuple[float, float, float], str | None]:
-    """Paired difference candidate - baseline over the same items and seeds: per item,
-    the difference averaged over the seeds both rows finished, then ``paired_bootstrap_ci``
-    (a CI over items: it does not include the seed-to-seed spread; see ``seed_delta_ci``).
-
-    Returns ``((mean, ci_low, ci_high), None)`` or ``((nan, nan, nan), reason)``.
-    """
-    per_seed, why = per_seed_deltas(candidate, baseline, metric)
-    if per_seed is None:
-        return (math.nan, math.nan, math.nan), why
-    return item_bootstrap_ci(per_seed, n_resamples), None
-
-
 def item_bootstrap_ci(per_seed: Mapping[int, np.ndarray], n_resamples: int = 10_000) -> tuple[float, float, float]:
-    """``paired_bootstrap_ci`` of the per-item differences ``{seed: [n_items]}`` averaged over
-    the seeds."""
+    """``paired_bootstrap_ci`` of the per-item differences ``{seed: [n_items]}``
+    (``per_seed_deltas``) averaged over the seeds: a CI over items, which does not include
+    the seed-to-seed spread (``seed_t_ci`` does)."""
     return paired_bootstrap_ci(np.mean(list(per_seed.values()), axis=0), n_resamples)
-
-
-def seed_delta_ci(
-    candidate: SeedItems, baseline: SeedItems, metric: str, confidence: float = 0.95
-) -> tuple[tuple[float, float, float], str | None]:
-    """The paired difference with a CI over seeds (``seed_t_ci`` of ``per_seed_deltas``).
-    ``((nan, nan, nan), reason)`` with fewer than 2 seeds."""
-    per_seed, why = per_seed_deltas(candidate, baseline, metric)
-    if per_seed is None:
-        return (math.nan, math.nan, math.nan), why
-    return seed_t_ci(per_seed, confidence)
 
 
 def seed_t_ci(
