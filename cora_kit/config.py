@@ -102,6 +102,9 @@ class ProjectorConfig(_Strict):
     #: the PE is multiplied by this before it is added (seed: 1; the sinusoids have norm
     #: sqrt(D/2), which can drown latents whose image-dependent part is small)
     pe_scale: float = Field(1.0, ge=0)
+    #: the projected tokens are multiplied by this (seed: 1). A held random Linear gives the
+    #: tiny preset's vision tokens ~5x the norm of the LM's text embeddings
+    out_scale: float = Field(1.0, gt=0)
 
 
 class ModelConfig(_Strict):
@@ -129,6 +132,10 @@ class StageConfig(_Strict):
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    #: the lr after warmup: cosine to 0 (the seed), or wsd (warmup-stable-decay: the peak lr
+    #: held, then linear to 0 over the last ``decay_ratio`` of the steps)
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    decay_ratio: float = Field(0.2, gt=0, le=1)
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
     grad_clip: float | None = 1.0

@@ -86,3 +86,28 @@ def test_projector_pe_scale_comes_from_the_config():
     assert model.projector.pe.scale == 0.5
     with pytest.raises(Exception, match="pe_scale"):
         resolve_config("tiny", None, ["model.projector.pe_scale=-1"])
+
+
+def test_projector_out_scale_multiplies_the_projected_tokens(layout):
+    from cora_kit.models.projector import PanoramaProjector
+
+    stitcher = cora_kit.create("stitcher", "stride-views")
+    torch.manual_seed(0)
+    plain = PanoramaProjector(16, 24, stitcher, layout, (4, 4))
+    scaled = PanoramaProjector(16, 24, stitcher, layout, (4, 4), out_scale=0.2)
+    scaled.load_state_dict(plain.state_dict())
+    latent = torch.randn(2, layout.num_views, 16, 16)
+    want = plain(latent).tokens
+    assert torch.allclose(scaled(latent).tokens, 0.2 * want, atol=1e-6)
+    assert not torch.allclose(want, 0.2 * want)
+
+
+def test_projector_out_scale_comes_from_the_config():
+    from cora_kit.config import resolve_config
+    from cora_kit.pipeline import CoraModel
+
+    assert CoraModel.from_config(resolve_config("tiny", None, [])).projector.out_scale == 1.0
+    model = CoraModel.from_config(resolve_config("tiny", None, ["model.projector.out_scale=0.2"]))
+    assert model.projector.out_scale == 0.2
+    with pytest.raises(Exception, match="out_scale"):
+        resolve_config("tiny", None, ["model.projector.out_scale=0"])

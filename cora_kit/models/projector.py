@@ -32,6 +32,7 @@ class PanoramaProjector(nn.Module):
         grid: Grid,
         pe: str = "seed-yaw",
         pe_scale: float = 1.0,
+        out_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.stitcher, self.layout, self.grid = stitcher, layout, (int(grid[0]), int(grid[1]))
@@ -39,6 +40,7 @@ class PanoramaProjector(nn.Module):
         self.pe_kind = pe
         self.pe = None if pe == "none" else PanoramaPE(pe, latent_dim, scale=pe_scale)
         self.linear = nn.Linear(latent_dim, lm_dim)
+        self.out_scale = float(out_scale)
         self.latent_dim, self.lm_dim = latent_dim, lm_dim
 
     @property
@@ -56,4 +58,7 @@ class PanoramaProjector(nn.Module):
         x = stitched.tokens
         if self.pe is not None:
             x = self.pe(x, stitched.positions, self.layout, self.grid)
-        return StitchedTokens(tokens=self.linear(x), positions=stitched.positions)
+        tokens = self.linear(x)
+        if self.out_scale != 1.0:
+            tokens = tokens * self.out_scale
+        return StitchedTokens(tokens=tokens, positions=stitched.positions)

@@ -142,7 +142,7 @@ def build_components(config: CoraConfig) -> Components:
     latent_grid = tuple(resampler.output_grid(tuple(encoder.grid)))
     with _seeded(seed, 5):
         projector = PanoramaProjector(latent_dim, llm.hidden_size, stitcher, tiler.layout, latent_grid, pe=m.projector.pe,
-                                        pe_scale=m.projector.pe_scale)
+                                        pe_scale=m.projector.pe_scale, out_scale=m.projector.out_scale)
     return Components(tiler, encoder, resampler, loss_fn, overlap_head, llm, projector, latent_grid)  # type: ignore[arg-type]
 
 

@@ -44,7 +44,7 @@ from cora_kit.train.stages import (
     kind_grouped_order,
     plan_steps,
     stage1_views,
-    warmup_cosine,
+    lr_factor,
 )
 
 
@@ -184,13 +184,13 @@ class StageRun:
             self.cfg = cfg.model_copy(update={"batch_size": micro, "grad_accum": accum})
 
     def build_optimizer(self) -> None:
-        """AdamW over the stage's parameter groups, warmup + cosine over the planned steps."""
+        """AdamW over the stage's parameter groups, warmup + cosine (or WSD) over the planned steps."""
         cfg = self.cfg
         self.micro, self.total = plan_steps(len(self.items), cfg, self.ctx.dist.world_size)
         groups = self.model.param_groups(self.stage, cfg)  # not empty: engine._check_every_stage_trains
         self.params = [p for g in groups for p in g["params"]]
         self.optim = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, warmup_cosine(self.total, cfg.warmup_ratio))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, lr_factor(cfg, self.total))
 
     def restore(self) -> None:
         """With ``--resume``: everything needed to continue exactly from the newest complete

@@ -109,6 +109,30 @@ def warmup_cosine(total_steps: int, warmup_ratio: float) -> Callable[[int], floa
     return factor
 
 
+def warmup_stable_decay(total_steps: int, warmup_ratio: float, decay_ratio: float) -> Callable[[int], float]:
+    """lr multiplier: linear warmup over ``warmup_ratio * total`` steps, 1 until the last
+    ``decay_ratio * total`` steps, then linear to 0 (WSD)."""
+    warmup = int(round(warmup_ratio * total_steps))
+    decay = max(int(round(decay_ratio * total_steps)), 1)
+    decay_start = max(total_steps - decay, warmup)
+
+    def factor(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if step < decay_start:
+            return 1.0
+        return max(0.0, 1.0 - (step - decay_start) / max(total_steps - decay_start, 1))
+
+    return factor
+
+
+def lr_factor(cfg: StageConfig, total_steps: int) -> Callable[[int], float]:
+    """The stage's lr multiplier per optimizer step (``cfg.schedule``)."""
+    if cfg.schedule == "wsd":
+        return warmup_stable_decay(total_steps, cfg.warmup_ratio, cfg.decay_ratio)
+    return warmup_cosine(total_steps, cfg.warmup_ratio)
+
+
 def epoch_order(n_items: int, seed: int, stage: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[int]:
     """This rank's item order in ``epoch``: one seeded permutation, strided over ranks."""
     g = torch.Generator().manual_seed(1_000_003 * seed + 10_007 * stage + epoch)
@@ -299,5 +323,7 @@ __all__ = [
     "stage2_step",
     "stage3_latent_step",
     "stage3_step",
+    "lr_factor",
     "warmup_cosine",
+    "warmup_stable_decay",
 ]
