@@ -22,8 +22,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -34,26 +32,10 @@ from cora_kit.pipeline import CoraModel
 from cora_kit.train import checkpoint as ckpt
 from cora_kit.train.data import load_splits
 from cora_kit.train.stages import FeatureProvider
+from stage2_probe import find_run, quick_run  # this folder: the same run lookup and --quick run
 
-QUICK_RUN = ["--stages", "1", "--set", "data.synth.n_train=48", "--set", "data.synth.n_val=4",
-             "--set", "data.synth.n_test=16", "--set", "stages.stage1.max_steps=4"]
 #: latitude (deg) above which an object is "high above" (the synthetic set puts it at 63-70)
 HIGH_LAT = 45.0
-
-
-def quick_run(root: Path) -> Path:
-    """A small Stage-1-only main job in ``root`` (its own synthetic set)."""
-    cmd = [sys.executable, "-m", "cora_kit", "run", "--name", "probe", "--plain", *QUICK_RUN]
-    subprocess.run(cmd, cwd=root, check=True, stdout=subprocess.DEVNULL)
-    return root
-
-
-def find_run(folder: Path) -> Path:
-    """``folder/runs/<name>`` holding ``config.yaml`` and a finished ``stage1``."""
-    runs = sorted(p for p in (folder / "runs").glob("*") if (p / "config.yaml").is_file() and ckpt.is_done(p / "stage1"))
-    if not runs:
-        raise SystemExit(f"error: {folder}/runs holds no run with a finished Stage 1 (give the folder a main job ran in)")
-    return runs[0]
 
 
 def one_item_per_image(items: list[dict]) -> list[dict]:
@@ -76,10 +58,15 @@ def vision_tokens(model: CoraModel, provider: FeatureProvider, items: list[dict]
     return torch.cat(out)
 
 
-def nearest_token(model: CoraModel, lon_deg: float, lat_deg: float, global_view: bool) -> int:
+def global_tokens(model: CoraModel) -> torch.Tensor:
+    """``[T]`` bool: which stitched tokens come from the global view."""
+    views = model.projector.layout.views
+    return torch.tensor([views[int(v)].is_global for v in model.projector.positions.view])
+
+
+def nearest_token(model: CoraModel, is_global: torch.Tensor, lon_deg: float, lat_deg: float, global_view: bool) -> int:
     """Index of the stitched token nearest to (lon, lat), among the global view's or the tiles'."""
     pos = model.projector.positions
-    is_global = torch.tensor([model.projector.layout.views[int(v)].is_global for v in pos.view])
     dlon = torch.remainder(pos.lon - math.radians(lon_deg) + math.pi, 2 * math.pi) - math.pi
     dist = (dlon * torch.cos(pos.lat)) ** 2 + (pos.lat - math.radians(lat_deg)) ** 2
     dist[is_global != global_view] = float("inf")
@@ -90,11 +77,12 @@ def labelled(model: CoraModel, scenes: dict[str, dict], items: list[dict], token
              label: str, high: bool) -> tuple[torch.Tensor, list[str]]:
     """(token ``[M, D_lm]``, label) of every object of ``items`` on the horizon (or high above)."""
     xs, ys = [], []
+    is_global = global_tokens(model)
     for item, toks in zip(items, tokens, strict=True):
         for obj in scenes[Path(item["image_path"]).name]["scene"]["objects"]:
             if (obj["lat"] > HIGH_LAT) != high:
                 continue
-            xs.append(toks[nearest_token(model, obj["lon"], obj["lat"], high)])
+            xs.append(toks[nearest_token(model, is_global, obj["lon"], obj["lat"], high)])
             ys.append(str(obj[label]))
     if not xs:
         raise SystemExit(f"error: no {'high' if high else 'horizon'} objects in these scenes")
